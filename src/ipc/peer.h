@@ -22,8 +22,11 @@ struct PeerFacts {
   std::string exe_path;          // executable of the peer, from its pidfd
   std::string exe_sha256;        // lowercase hex; empty when not computed
   bool exe_known = false;
-  bool exe_from_pidfd = false;   // identity bound to the process itself (no pid-reuse race)
+  bool exe_from_pidfd = false;  // identity bound to the process itself (no pid-reuse race)
   std::string exe_unknown_reason;
+  // Why exe_sha256 is empty although a hash was asked for (unreadable, too large); the policy
+  // quotes it when an allowlist entry pins a hash.
+  std::string exe_sha256_unavailable_reason;
 };
 
 struct ExeAllowEntry {

@@ -1,0 +1,182 @@
+// The filter's side of the analysis channel (also used by the probe tool, tests and benchmarks).
+// Asks tollgated about flows without ever letting the packet path wait without a deadline:
+//   - every question has a deadline (default 200 ms); past it, the question gets the configured
+//     FallbackPolicy, and a verdict that arrives later is ignored and counted as late;
+//   - a question asked while the daemon is unreachable gets the fallback at once;
+//   - a lost connection is re-made at once, then with capped exponential backoff, each time with a
+//     fresh handshake; questions still inside their deadline are sent again on the new session;
+//   - after the daemon's Goodbye (idle exit) the client reconnects only when it next has a
+//   question,
+//     which is what lets socket activation start the daemon again on demand.
+// Every question is settled exactly once (PendingQuestions). One sd-event loop, no threads.
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/flow.h"
+#include "common/unique_fd.h"
+#include "ipc/codec.h"
+#include "ipc/datagram_reader.h"
+#include "ipc/peer.h"
+#include "ipc/pending_questions.h"
+
+namespace tollgate::ipc {
+
+struct ClientOptions {
+  std::string socket_path;
+  Duration deadline{std::chrono::milliseconds(200)};
+  FallbackPolicy fallback = FallbackPolicy::kFailOpen;
+  uint32_t daemon_uid = 0;  // besides root, the uid we accept as the daemon
+  Role role = Role::kFilter;
+  std::string build = "tollgate " TOLLGATE_VERSION;
+  Backoff::Options backoff;
+  // A connected daemon that has not welcomed us by then is treated as unreachable.
+  Duration handshake_timeout{std::chrono::seconds(2)};
+  size_t max_pending = 65536;  // beyond: the fallback at once, counted as overload
+  size_t max_batch = 64;       // items per message before it is sent without waiting
+  size_t max_outbox_messages = 256;
+};
+
+enum class ChannelState : uint8_t {
+  kIdle,        // not connected, nothing to ask (initially, or after the daemon's Goodbye)
+  kConnecting,  // connected, waiting for Welcome; questions wait for their deadline
+  kConnected,
+  kBackoff,  // the daemon is unreachable; questions get the fallback at once
+  kStopped,
+};
+const char* ChannelStateName(ChannelState state);
+
+enum class DecisionSource : uint8_t {
+  kDaemon,
+  kFallbackDeadline,     // the daemon did not answer in time
+  kFallbackUnavailable,  // the daemon could not be reached
+  kFallbackOverload,     // max_pending questions were already waiting
+};
+const char* DecisionSourceName(DecisionSource source);
+
+struct Decision {
+  uint64_t id = 0;
+  Action action = Action::kAllow;
+  uint32_t inspect_bytes = 0;
+  CacheScope cache = CacheScope::kFlow;
+  std::string_view reason;  // valid during the handler call only
+  DecisionSource source = DecisionSource::kDaemon;
+};
+
+struct ClientStatus {
+  ChannelState state = ChannelState::kIdle;
+  size_t pending = 0;
+  uint64_t asked = 0;
+  uint64_t answered = 0;  // by the daemon
+  uint64_t fallbacks_deadline = 0;
+  uint64_t fallbacks_unavailable = 0;
+  uint64_t fallbacks_overload = 0;
+  uint64_t late_verdicts = 0;  // for questions already settled, or never asked
+  uint64_t dns_sent = 0;
+  uint64_t dns_dropped = 0;       // observations are never held: dropped while disconnected
+  uint64_t messages_dropped = 0;  // daemon not reading; their questions fall back at deadline
+  uint64_t sessions = 0;          // successful handshakes
+  uint64_t disconnects = 0;
+  uint64_t connect_failures = 0;
+  uint64_t protocol_errors = 0;
+  uint32_t reconnect_attempt = 0;
+  std::string last_error;
+  std::string daemon_build;
+  ChannelSettings daemon_settings;
+  uint64_t fallbacks() const {
+    return fallbacks_deadline + fallbacks_unavailable + fallbacks_overload;
+  }
+};
+
+class ChannelClient {
+ public:
+  // Called once per question. May run inside Ask() (immediate fallback) or from the event loop.
+  using DecisionHandler = std::function<void(const Decision&)>;
+  using ForgetHandler = std::function<void(const ForgetSelector&)>;
+
+  ChannelClient(sd_event* loop, PeerIdentity& identity, ClientOptions options,
+                DecisionHandler on_decision);
+  ~ChannelClient();
+  ChannelClient(const ChannelClient&) = delete;
+  ChannelClient& operator=(const ChannelClient&) = delete;
+
+  // Connects at once (the filter wants the daemon started at boot, if it can be).
+  void Start();
+  // Settles every pending question with the fallback and closes the connection.
+  void Stop();
+
+  // Assigns and returns the question's id. The decision comes through the handler.
+  uint64_t Ask(FlowQuestion question);
+  // A DNS reply for the daemon's name map. Never held: dropped (counted) when not connected.
+  void Observe(std::span<const uint8_t> dns_reply);
+  // Sends what is batched now instead of at the end of this loop iteration.
+  void Flush();
+
+  void OnForget(ForgetHandler handler) { on_forget_ = std::move(handler); }
+  const ClientStatus& status() const { return status_; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  class Receiver;
+
+  void Connect();
+  void ConnectFailed(std::string why);
+  void Disconnected(std::string why);
+  void CloseSocket();
+  void ScheduleReconnect();
+  void OnWelcome(const Welcome& welcome);
+  void OnVerdict(const Verdict& verdict);
+  void Settle(const FlowQuestion& q, Action action, std::string_view reason, DecisionSource source);
+  void Fallback(const FlowQuestion& q, DecisionSource source);
+  void FallbackAllPending(DecisionSource source);
+  void QueueQuestion(const FlowQuestion& q);
+  void SendBatch();
+  void SendBytes(std::span<const uint8_t> bytes);
+  void ArmDeadlineTimer();
+  void ArmFlush();
+  void ReadMessages();
+  bool HandleMessage(size_t index);  // false: the session ended
+  void FlushOutbox();
+  void UpdateIoEvents();
+  MonoTime Now() const;
+
+  static int OnIo(sd_event_source* s, int fd, uint32_t revents, void* self);
+  static int OnDeadline(sd_event_source* s, uint64_t usec, void* self);
+  static int OnReconnectTimer(sd_event_source* s, uint64_t usec, void* self);
+  static int OnHandshakeTimeout(sd_event_source* s, uint64_t usec, void* self);
+  static int OnFlush(sd_event_source* s, void* self);
+
+  sd_event* loop_;
+  PeerIdentity& identity_;
+  ClientOptions options_;
+  DecisionHandler on_decision_;
+  ForgetHandler on_forget_;
+  ClientStatus status_;
+  PendingQuestions pending_;
+  Backoff backoff_;
+  UniqueFd fd_;
+  sd_event_source* io_source_ = nullptr;
+  sd_event_source* deadline_source_ = nullptr;
+  sd_event_source* reconnect_source_ = nullptr;
+  sd_event_source* handshake_source_ = nullptr;
+  sd_event_source* flush_source_ = nullptr;
+  uint32_t io_events_ = 0;
+  uint64_t session_ = 0;  // incremented on every connect; 0 = none yet
+  uint64_t next_id_ = 1;
+  MonoTime last_deadline_{};
+  bool goodbye_ = false;
+  MessageBuilder batch_;
+  std::deque<std::vector<uint8_t>> outbox_;
+  static constexpr size_t kReadBatch = 8;
+  DatagramReader reader_;
+};
+
+}  // namespace tollgate::ipc

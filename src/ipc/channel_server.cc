@@ -1,0 +1,425 @@
+#include "ipc/channel_server.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "common/log.h"
+#include "ipc/datagram_reader.h"
+
+namespace tollgate::ipc {
+namespace {
+
+// Closing an AF_UNIX socket whose receive queue still holds data makes the kernel reset the
+// peer (ECONNRESET), and the peer then loses what we sent last: a Refused reason, a Goodbye.
+// Reading what is queued first lets those last words arrive.
+void DiscardQueued(int fd) {
+  char sink[512];
+  for (int i = 0; i < 64; ++i) {
+    if (::recv(fd, sink, sizeof(sink), MSG_DONTWAIT | MSG_TRUNC) <= 0) return;
+  }
+}
+
+}  // namespace
+
+struct ChannelServer::Connection {
+  enum class State { kAwaitHello, kReady };
+  ChannelServer* server = nullptr;
+  UniqueFd fd;
+  sd_event_source* source = nullptr;
+  PeerFacts peer;
+  State state = State::kAwaitHello;
+  Role role = Role::kUnknown;
+  std::deque<std::vector<uint8_t>> outbox;  // replies the peer has not taken yet
+  uint32_t events = EPOLLIN;
+};
+
+// Applies one verified message's items to a connection, building the reply in the server's
+// shared builder. Stops at the first protocol error; the caller then closes the connection.
+class ChannelServer::Dispatcher final : public ItemVisitor {
+ public:
+  Dispatcher(ChannelServer& server, Connection& conn) : s_(server), c_(conn) {}
+
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+  bool close_after_reply() const { return close_after_reply_; }
+
+  void OnHello(const Hello& hello) override {
+    if (!First() || c_.state != Connection::State::kAwaitHello) return Fail("unexpected Hello");
+    Status version = CheckPeerVersion(hello.major, hello.minor);
+    if (!version) {
+      ++s_.counters_.version_refused;
+      s_.reply_.AddRefused(version.error().message);
+      close_after_reply_ = true;
+      TG_LOG_WARNING("refused %s (uid %u pid %d): %s", RoleName(hello.role), c_.peer.uid,
+                     c_.peer.pid, version.error().message.c_str());
+      return;
+    }
+    c_.state = Connection::State::kReady;
+    c_.role = hello.role;
+    ++s_.counters_.handshakes;
+    s_.reply_.AddWelcome(
+        Welcome{kProtocolMajor, kProtocolMinor, s_.options_.build, s_.options_.settings});
+    TG_LOG_INFO("%s connected: uid %u pid %d exe %s, protocol %u.%u, build \"%s\"",
+                RoleName(hello.role), c_.peer.uid, c_.peer.pid,
+                c_.peer.exe_known ? c_.peer.exe_path.c_str() : "?", hello.major, hello.minor,
+                hello.build.c_str());
+  }
+
+  void OnQuestion(const FlowQuestion& q) override {
+    if (!Ready("FlowQuestion")) return;
+    ++s_.counters_.questions;
+    Verdict v = s_.analyzer_.Decide(q);
+    v.id = q.id;  // the analyzer cannot answer a different question than it was asked
+    if (!s_.reply_.WouldFit(MessageBuilder::EstimateVerdictBytes(v)) && !FlushReply()) return;
+    s_.reply_.AddVerdict(v);
+    ++s_.counters_.verdicts;
+  }
+
+  void OnDnsObservation(std::span<const uint8_t> reply) override {
+    if (!Ready("DnsObservation")) return;
+    ++s_.counters_.dns_observations;
+    s_.analyzer_.ObserveDns(reply.data(), reply.size());
+  }
+
+  void OnPing(uint64_t token) override {
+    if (!Ready("Ping")) return;
+    if (!s_.reply_.WouldFit(32) && !FlushReply()) return;
+    s_.reply_.AddPong(token);
+  }
+  void OnPong(uint64_t) override { (void)Ready("Pong"); }
+
+  // Items only the daemon sends.
+  void OnWelcome(const Welcome&) override { Fail("a client may not send Welcome"); }
+  void OnRefused(const Refused&) override { Fail("a client may not send Refused"); }
+  void OnGoodbye(const Goodbye&) override { Fail("a client may not send Goodbye"); }
+  void OnVerdict(const Verdict&) override { Fail("a client may not send Verdict"); }
+  void OnForget(const ForgetSelector&) override { Fail("a client may not send Forget"); }
+
+ private:
+  bool First() { return index_++ == 0; }
+  bool Ready(const char* what) {
+    ++index_;
+    if (failed()) return false;
+    if (c_.state != Connection::State::kReady) {
+      Fail(std::string(what) + " before the Hello handshake");
+      return false;
+    }
+    return true;
+  }
+  void Fail(std::string why) {
+    ++index_;
+    if (error_.empty()) error_ = std::move(why);
+  }
+  bool FlushReply() {
+    bool ok = s_.Send(c_, s_.reply_.Finish());
+    s_.reply_.Reset();
+    if (!ok) Fail("send failed");
+    return ok;
+  }
+
+  ChannelServer& s_;
+  Connection& c_;
+  size_t index_ = 0;
+  std::string error_;
+  bool close_after_reply_ = false;
+};
+
+ChannelServer::ChannelServer(sd_event* loop, UniqueFd listen_fd, PeerIdentity& identity,
+                             analysis::Analyzer& analyzer, ServerOptions options)
+    : loop_(sd_event_ref(loop)),
+      listen_fd_(std::move(listen_fd)),
+      identity_(identity),
+      analyzer_(analyzer),
+      options_(std::move(options)),
+      reader_(kReadBatch, kMaxMessageBytes) {
+  for (const auto& e : options_.policy.exe_allowlist) want_exe_hash_ |= !e.sha256.empty();
+  group_only_policy_ = options_.policy;
+  group_only_policy_.exe_allowlist.clear();
+}
+
+ChannelServer::~ChannelServer() {
+  for (auto& [fd, c] : connections_) sd_event_source_disable_unref(c->source);
+  connections_.clear();
+  sd_event_source_disable_unref(listen_source_);
+  sd_event_source_disable_unref(idle_source_);
+  sd_event_unref(loop_);
+}
+
+MonoTime ChannelServer::Now() const {
+  uint64_t usec = 0;
+  sd_event_now(loop_, CLOCK_MONOTONIC, &usec);
+  return FromUsec(usec);
+}
+
+Status ChannelServer::Start() {
+  int r = sd_event_add_io(loop_, &listen_source_, listen_fd_.get(), EPOLLIN, OnListenReady, this);
+  if (r < 0) return Unexpected(Error::System("watch analysis socket", -r));
+  last_activity_ = Now();
+  if (options_.idle_exit.count() > 0) ArmIdleTimer();
+  return {};
+}
+
+int ChannelServer::OnListenReady(sd_event_source*, int, uint32_t, void* self) {
+  static_cast<ChannelServer*>(self)->AcceptAll();
+  return 0;
+}
+
+void ChannelServer::AcceptAll() {
+  for (;;) {
+    int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        // EMFILE and friends: log, and let the next wake-up try again.
+        TG_LOG_ERROR("accept on analysis socket: %s", std::strerror(errno));
+      }
+      return;
+    }
+    last_activity_ = Now();
+    Admit(UniqueFd(fd));
+  }
+}
+
+void ChannelServer::Admit(UniqueFd fd) {
+  ++counters_.accepted;
+  if (connections_.size() >= options_.max_connections) {
+    ++counters_.connections_over_limit;
+    reply_.Reset();
+    reply_.AddRefused("too many connections to tollgated (limit " +
+                      std::to_string(options_.max_connections) + ")");
+    auto bytes = reply_.Finish();
+    (void)::send(fd.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    reply_.Reset();
+    DiscardQueued(fd.get());
+    return;
+  }
+  // Hashing reads the peer's executable, which a peer could place on a file system it controls
+  // and make slow: only peers that pass the group rule get that far.
+  Expected<PeerFacts> facts = identity_.Identify(fd.get(), /*want_exe_hash=*/false);
+  PeerDecision decision;
+  if (!facts) {
+    decision.reason = "cannot identify peer: " + facts.error().message;
+  } else {
+    decision = DecideClient(group_only_policy_, *facts);
+    if (decision.allowed && !options_.policy.exe_allowlist.empty()) {
+      if (want_exe_hash_) facts = identity_.Identify(fd.get(), /*want_exe_hash=*/true);
+      decision = facts ? DecideClient(options_.policy, *facts)
+                       : PeerDecision{false, "cannot identify peer: " + facts.error().message};
+    }
+  }
+  if (!decision.allowed) {
+    ++counters_.peers_refused;
+    MonoTime now = Now();
+    if (now - refusal_minute_start_ >= std::chrono::minutes(1)) {
+      refusal_minute_start_ = now;
+      refusal_logs_this_minute_ = 0;
+    }
+    if (refusal_logs_this_minute_++ < 20) {
+      TG_LOG_WARNING("refused peer uid %u pid %d exe %s: %s", facts ? facts->uid : kUnknownId,
+                     facts ? facts->pid : 0,
+                     facts && facts->exe_known ? facts->exe_path.c_str() : "?",
+                     decision.reason.c_str());
+    }
+    reply_.Reset();
+    reply_.AddRefused(decision.reason);
+    auto bytes = reply_.Finish();
+    (void)::send(fd.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    reply_.Reset();
+    DiscardQueued(fd.get());
+    return;
+  }
+
+  auto conn = std::make_unique<Connection>();
+  conn->server = this;
+  conn->peer = std::move(*facts);
+  conn->fd = std::move(fd);
+  int raw = conn->fd.get();
+  int r = sd_event_add_io(loop_, &conn->source, raw, EPOLLIN, OnConnectionReady, conn.get());
+  if (r < 0) {
+    TG_LOG_ERROR("watch connection: %s", std::strerror(-r));
+    return;
+  }
+  connections_.emplace(raw, std::move(conn));
+}
+
+int ChannelServer::OnConnectionReady(sd_event_source*, int, uint32_t revents, void* userdata) {
+  auto* c = static_cast<Connection*>(userdata);
+  ChannelServer* self = c->server;
+  if (revents & EPOLLOUT) {
+    self->FlushOutbox(*c);  // may close c
+    if (!self->connections_.contains(c->fd.get()) || !c->outbox.empty()) return 0;
+  }
+  if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) self->ReadMessages(*c);
+  return 0;
+}
+
+void ChannelServer::ReadMessages(Connection& c) {
+  const int rounds = std::max(1, options_.max_messages_per_wakeup / kReadBatch);
+  for (int round = 0; round < rounds; ++round) {
+    if (!c.outbox.empty()) return;  // backpressure: no new work until the peer takes its replies
+    DatagramReader::Result r = reader_.Read(c.fd.get());
+    for (size_t i = 0; i < r.count; ++i) {
+      if (!HandleMessage(c, i)) return;  // closed
+    }
+    if (r.eof) return Close(c, nullptr);  // orderly close
+    if (r.error != 0) return Close(c, "receive error");
+    if (r.count < kReadBatch) return;  // drained
+  }
+}
+
+bool ChannelServer::HandleMessage(Connection& c, size_t index) {
+  last_activity_ = Now();
+  if (reader_.truncated(index)) {
+    ++counters_.oversize_messages;
+    Close(c, "oversize message");
+    return false;
+  }
+  reply_.Reset();
+  Dispatcher dispatcher(*this, c);
+  Status decoded = DecodeMessage(reader_.message(index), dispatcher);
+  if (!decoded) {
+    ++(decoded.error().code == ErrorCode::kTooLarge ? counters_.oversize_messages
+                                                    : counters_.malformed_messages);
+    TG_LOG_DEBUG("closing uid %u pid %d: %s", c.peer.uid, c.peer.pid,
+                 decoded.error().message.c_str());
+    Close(c, "malformed message");
+    return false;
+  }
+  if (dispatcher.failed()) {
+    if (dispatcher.error() != "send failed") {
+      ++counters_.protocol_errors;
+      TG_LOG_DEBUG("closing uid %u pid %d: protocol error: %s", c.peer.uid, c.peer.pid,
+                   dispatcher.error().c_str());
+      Close(c, "protocol error");
+    }
+    return false;  // Send already closed it
+  }
+  if (!reply_.empty()) {
+    bool ok = Send(c, reply_.Finish());
+    reply_.Reset();
+    if (!ok) return false;
+  }
+  if (dispatcher.close_after_reply()) {
+    Close(c, nullptr);
+    return false;
+  }
+  return true;
+}
+
+bool ChannelServer::Send(Connection& c, std::span<const uint8_t> bytes) {
+  if (c.outbox.empty()) {
+    for (;;) {
+      ssize_t n = ::send(c.fd.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) return true;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      ++counters_.send_errors;
+      Close(c, "send error");
+      return false;
+    }
+  }
+  // The peer's receive queue is full: keep the reply, stop reading until it is taken.
+  c.outbox.emplace_back(bytes.begin(), bytes.end());
+  UpdateEvents(c);
+  return true;
+}
+
+void ChannelServer::FlushOutbox(Connection& c) {
+  while (!c.outbox.empty()) {
+    const auto& m = c.outbox.front();
+    ssize_t n = ::send(c.fd.get(), m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      ++counters_.send_errors;
+      return Close(c, "send error");
+    }
+    c.outbox.pop_front();
+  }
+  UpdateEvents(c);
+}
+
+void ChannelServer::UpdateEvents(Connection& c) {
+  uint32_t want = c.outbox.empty() ? EPOLLIN : EPOLLOUT;
+  if (want != c.events) {
+    sd_event_source_set_io_events(c.source, want);
+    c.events = want;
+  }
+}
+
+void ChannelServer::Close(Connection& c, const char* why) {
+  if (why != nullptr) {
+    TG_LOG_INFO("closed connection of uid %u pid %d: %s", c.peer.uid, c.peer.pid, why);
+  }
+  ++counters_.connections_closed;
+  DiscardQueued(c.fd.get());
+  sd_event_source_disable_unref(c.source);
+  c.source = nullptr;
+  connections_.erase(c.fd.get());  // destroys c and closes its socket
+}
+
+bool ChannelServer::ListenBacklogHasClient() const {
+  pollfd p{listen_fd_.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
+
+void ChannelServer::ArmIdleTimer() {
+  uint64_t when = ToUsec(last_activity_ + options_.idle_exit);
+  if (idle_source_ == nullptr) {
+    sd_event_add_time(loop_, &idle_source_, CLOCK_MONOTONIC, when, 100'000, OnIdleTimer, this);
+  } else {
+    sd_event_source_set_time(idle_source_, when);
+    sd_event_source_set_enabled(idle_source_, SD_EVENT_ONESHOT);
+  }
+}
+
+int ChannelServer::OnIdleTimer(sd_event_source*, uint64_t, void* userdata) {
+  auto* self = static_cast<ChannelServer*>(userdata);
+  if (self->shutting_down_) return 0;
+  if (self->ListenBacklogHasClient()) self->last_activity_ = self->Now();
+  if (self->Now() - self->last_activity_ < self->options_.idle_exit) {
+    self->ArmIdleTimer();
+    return 0;
+  }
+  TG_LOG_INFO(
+      "idle for %llds: exiting; the next connection starts tollgated again",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::seconds>(self->options_.idle_exit).count()));
+  self->Shutdown("idle");
+  if (self->on_idle_) self->on_idle_();
+  return 0;
+}
+
+void ChannelServer::Shutdown(std::string_view reason) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  // Stop accepting first: a client that connects from now on waits in the backlog, which the
+  // service manager hands to our successor.
+  sd_event_source_disable_unref(listen_source_);
+  listen_source_ = nullptr;
+  std::vector<Connection*> all;
+  all.reserve(connections_.size());
+  for (auto& [fd, c] : connections_) all.push_back(c.get());
+  for (Connection* c : all) {
+    int fd = c->fd.get();
+    // Finish what was already sent to us, so nothing accepted is dropped.
+    if (c->outbox.empty()) ReadMessages(*c);
+    if (!connections_.contains(fd)) continue;
+    FlushOutbox(*c);
+    if (!connections_.contains(fd)) continue;
+    reply_.Reset();
+    reply_.AddGoodbye(reason);
+    auto bytes = reply_.Finish();
+    (void)::send(fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    reply_.Reset();
+    Close(*c, nullptr);
+  }
+}
+
+}  // namespace tollgate::ipc

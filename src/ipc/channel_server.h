@@ -1,0 +1,120 @@
+// The daemon's side of the analysis channel: accepts filter (and probe) connections on a listening
+// SEQPACKET socket, admits only peers the PeerPolicy allows (from kernel facts taken at connect
+// time), runs the Hello/Welcome handshake, and answers every FlowQuestion through the Analyzer.
+// Single-threaded on an sd-event loop; tollgated's main wires it up.
+//
+// Hostile or broken peers cost only themselves: an oversize, unverifiable or out-of-order message
+// closes that one connection and is counted; a peer that does not read its replies is not read
+// from either (backpressure), so it cannot make the daemon buffer without bound.
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "analysis/analyzer.h"
+#include "common/clock.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "ipc/codec.h"
+#include "ipc/datagram_reader.h"
+#include "ipc/peer.h"
+
+namespace tollgate::ipc {
+
+struct ServerOptions {
+  PeerPolicy policy;
+  ChannelSettings settings;  // sent to every client in Welcome
+  std::string build = "tollgated " TOLLGATE_VERSION;
+  // Exit after this long without any question or new connection (0 = never). Only meaningful
+  // when a service manager holds the listening socket and restarts us on the next connect.
+  Duration idle_exit{0};
+  size_t max_connections = 4096;
+  // Messages read from one connection per wake-up, so one busy peer cannot starve the others.
+  int max_messages_per_wakeup = 64;
+};
+
+struct ServerCounters {
+  uint64_t accepted = 0;
+  uint64_t peers_refused = 0;
+  uint64_t handshakes = 0;
+  uint64_t version_refused = 0;
+  uint64_t malformed_messages = 0;  // failed verification or our bounds
+  uint64_t oversize_messages = 0;
+  uint64_t protocol_errors = 0;  // wrong item for the state or direction
+  uint64_t questions = 0;
+  uint64_t verdicts = 0;
+  uint64_t dns_observations = 0;
+  uint64_t connections_closed = 0;
+  uint64_t connections_over_limit = 0;
+  uint64_t send_errors = 0;
+};
+
+class ChannelServer {
+ public:
+  ChannelServer(sd_event* loop, UniqueFd listen_fd, PeerIdentity& identity,
+                analysis::Analyzer& analyzer, ServerOptions options);
+  ~ChannelServer();
+  ChannelServer(const ChannelServer&) = delete;
+  ChannelServer& operator=(const ChannelServer&) = delete;
+
+  Status Start();
+
+  // Stop accepting, say Goodbye to every client, close. The service manager keeps the listening
+  // socket, so a client that connects after this waits in its backlog for our successor.
+  void Shutdown(std::string_view reason);
+
+  // Called once when idle_exit has passed with nothing to do; the owner then exits its loop.
+  void OnIdle(std::function<void()> callback) { on_idle_ = std::move(callback); }
+
+  const ServerCounters& counters() const { return counters_; }
+  size_t connection_count() const { return connections_.size(); }
+
+ private:
+  struct Connection;
+  class Dispatcher;
+
+  static int OnListenReady(sd_event_source* s, int fd, uint32_t revents, void* self);
+  static int OnConnectionReady(sd_event_source* s, int fd, uint32_t revents, void* conn);
+  static int OnIdleTimer(sd_event_source* s, uint64_t usec, void* self);
+
+  void AcceptAll();
+  void Admit(UniqueFd fd);
+  void ReadMessages(Connection& c);
+  bool HandleMessage(Connection& c, size_t index);  // false: the connection was closed
+  void FlushOutbox(Connection& c);
+  bool Send(Connection& c, std::span<const uint8_t> bytes);
+  void UpdateEvents(Connection& c);
+  void Close(Connection& c, const char* why);
+  bool ListenBacklogHasClient() const;
+  void ArmIdleTimer();
+  MonoTime Now() const;
+
+  sd_event* loop_;
+  UniqueFd listen_fd_;
+  PeerIdentity& identity_;
+  analysis::Analyzer& analyzer_;
+  ServerOptions options_;
+  bool want_exe_hash_ = false;
+  PeerPolicy group_only_policy_;  // the policy without its allowlist: the cheap first check
+  sd_event_source* listen_source_ = nullptr;
+  sd_event_source* idle_source_ = nullptr;
+  std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  static constexpr int kReadBatch = 8;
+  DatagramReader reader_;
+  MessageBuilder reply_;
+  ServerCounters counters_;
+  MonoTime last_activity_{};
+  bool shutting_down_ = false;
+  std::function<void()> on_idle_;
+  // Refused peers are logged once each, but at most this many per minute (a loop of refused
+  // connects must not flood the journal); the rest are counted.
+  uint32_t refusal_logs_this_minute_ = 0;
+  MonoTime refusal_minute_start_{};
+};
+
+}  // namespace tollgate::ipc

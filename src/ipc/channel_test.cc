@@ -1,0 +1,408 @@
+// The channel client and server together over real SEQPACKET sockets, in one process and one
+// sd-event loop. Peer identity is faked here (the Linux kernel facts are tested in
+// platform/linux); everything else is the production code.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "ipc/channel_client.h"
+#include "ipc/channel_server.h"
+
+namespace tollgate::ipc {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+
+class FakeIdentity final : public PeerIdentity {
+ public:
+  PeerFacts facts;
+  Expected<PeerFacts> Identify(int, bool) override { return facts; }
+};
+
+class PortAnalyzer final : public analysis::Analyzer {
+ public:
+  Verdict Decide(const FlowQuestion& q) override {
+    ++decided;
+    Verdict v;
+    v.action = q.tuple.dst_port == 23 ? Action::kDeny : Action::kAllow;
+    v.reason = v.action == Action::kDeny ? "deny: rule \"no-telnet\"" : "allow: rule \"rest\"";
+    return v;
+  }
+  void ObserveDns(const uint8_t*, size_t size) override { dns_bytes += size; }
+  int decided = 0;
+  size_t dns_bytes = 0;
+};
+
+FlowQuestion Question(uint16_t port) {
+  FlowQuestion q;
+  q.tuple.src = IpAddress::V4(127, 0, 0, 1);
+  q.tuple.dst = IpAddress::V4(127, 0, 0, 2);
+  q.tuple.src_port = 50000;
+  q.tuple.dst_port = port;
+  q.tuple.protocol = ipproto::kTcp;
+  return q;
+}
+
+struct Outcome {
+  Action action;
+  DecisionSource source;
+  std::string reason;
+};
+
+class ChannelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_GE(sd_event_new(&loop_), 0);
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tg-channel-" + std::to_string(getpid()) + "-" + std::to_string(++counter_));
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "analysis.sock").string();
+    listen_ = Listen();
+    daemon_identity_.facts.uid = 0;
+    client_identity_.facts.uid = 0;
+    policy_.group_gid = 4242;
+    policy_.group_name = "tollgate";
+  }
+  void TearDown() override {
+    client_.reset();
+    server_.reset();
+    sd_event_unref(loop_);
+    std::filesystem::remove_all(dir_);
+  }
+
+  UniqueFd Listen() {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof(a.sun_path) - 1);
+    EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::listen(fd.get(), 128), 0);
+    return fd;
+  }
+
+  void StartServer(ServerOptions opts = {}) {
+    opts.policy = policy_;
+    server_ = std::make_unique<ChannelServer>(loop_, UniqueFd(::dup(listen_.get())),
+                                              client_identity_, analyzer_, opts);
+    ASSERT_TRUE(server_->Start());
+  }
+
+  void StartClient(ClientOptions opts = {}) {
+    opts.socket_path = path_;
+    client_ =
+        std::make_unique<ChannelClient>(loop_, daemon_identity_, opts, [this](const Decision& d) {
+          auto [it, inserted] =
+              outcomes_.emplace(d.id, Outcome{d.action, d.source, std::string(d.reason)});
+          if (!inserted) ++duplicates_;
+        });
+    client_->Start();
+  }
+
+  // Runs the loop until pred holds; the bound only stops a broken test from hanging.
+  bool RunUntil(const std::function<bool()>& pred, milliseconds bound = milliseconds(10000)) {
+    auto end = std::chrono::steady_clock::now() + bound;
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      sd_event_run(loop_, 10'000);
+    }
+    return true;
+  }
+  void RunFor(milliseconds d) {
+    auto end = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < end) sd_event_run(loop_, 5'000);
+  }
+
+  UniqueFd RawConnect() {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof(a.sun_path) - 1);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+  }
+
+  static inline int counter_ = 0;
+  sd_event* loop_ = nullptr;
+  std::filesystem::path dir_;
+  std::string path_;
+  UniqueFd listen_;
+  FakeIdentity daemon_identity_;  // what the client learns about the daemon
+  FakeIdentity client_identity_;  // what the server learns about clients
+  PeerPolicy policy_;
+  PortAnalyzer analyzer_;
+  std::unique_ptr<ChannelServer> server_;
+  std::unique_ptr<ChannelClient> client_;
+  std::map<uint64_t, Outcome> outcomes_;
+  int duplicates_ = 0;
+};
+
+TEST_F(ChannelTest, AnswersTenThousandQuestionsEachExactlyOnce) {
+  StartServer();
+  StartClient();
+  std::map<uint64_t, uint16_t> asked;
+  for (int i = 0; i < 10000; ++i) {
+    uint16_t port = (i % 10 == 0) ? 23 : static_cast<uint16_t>(1000 + i % 5000);
+    asked[client_->Ask(Question(port))] = port;
+    if (i % 500 == 0) RunFor(milliseconds(1));
+  }
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.size() == asked.size(); }));
+  EXPECT_EQ(duplicates_, 0);
+  for (const auto& [id, port] : asked) {
+    const Outcome& o = outcomes_.at(id);
+    EXPECT_EQ(o.source, DecisionSource::kDaemon) << id;
+    EXPECT_EQ(o.action, port == 23 ? Action::kDeny : Action::kAllow) << id;
+  }
+  EXPECT_EQ(client_->status().answered, 10000u);
+  EXPECT_EQ(client_->status().fallbacks(), 0u);
+  EXPECT_EQ(server_->counters().questions, 10000u);
+  EXPECT_EQ(server_->counters().handshakes, 1u);
+  EXPECT_EQ(outcomes_.begin()->second.reason, "deny: rule \"no-telnet\"");
+}
+
+TEST_F(ChannelTest, QuestionsAskedBeforeWelcomeWaitAndAreAnswered) {
+  StartClient();  // connects into the backlog: no daemon accepting yet, like socket activation
+  EXPECT_EQ(client_->status().state, ChannelState::kConnecting);
+  uint64_t id = client_->Ask(Question(80));
+  RunFor(milliseconds(20));
+  EXPECT_TRUE(outcomes_.empty()) << "must wait for its deadline, not fall back at once";
+  StartServer();
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+  EXPECT_EQ(outcomes_.at(id).action, Action::kAllow);
+}
+
+TEST_F(ChannelTest, RefusedPeerGetsTheReasonAndFallback) {
+  client_identity_.facts.uid = 1000;
+  client_identity_.facts.gid = 1000;
+  client_identity_.facts.groups_known = true;
+  StartServer();
+  ClientOptions opts;
+  opts.fallback = FallbackPolicy::kFailClosed;
+  StartClient(opts);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kBackoff; }));
+  EXPECT_THAT(client_->status().last_error, HasSubstr("daemon refused us"));
+  EXPECT_THAT(client_->status().last_error, HasSubstr("tollgate"));
+  EXPECT_EQ(server_->counters().peers_refused, 1u);
+  EXPECT_EQ(server_->connection_count(), 0u);
+  uint64_t id = client_->Ask(Question(80));
+  ASSERT_TRUE(outcomes_.contains(id)) << "asked while the daemon is away: settled at once";
+  EXPECT_EQ(outcomes_.at(id).action, Action::kDeny);
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kFallbackUnavailable);
+}
+
+TEST_F(ChannelTest, ClientRefusesAnImpostorDaemon) {
+  daemon_identity_.facts.uid = 1234;
+  StartServer();
+  StartClient();
+  EXPECT_EQ(client_->status().state, ChannelState::kBackoff);
+  EXPECT_THAT(client_->status().last_error, HasSubstr("not our daemon"));
+}
+
+TEST_F(ChannelTest, DeadlinePassesThenLateVerdictIsIgnored) {
+  // A "daemon" that welcomes us and then stalls: we answer by hand, too late.
+  ClientOptions opts;
+  opts.deadline = milliseconds(50);
+  opts.fallback = FallbackPolicy::kFailClosed;
+  StartClient(opts);
+  UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(conn.valid());
+  std::vector<uint8_t> buf(kMaxMessageBytes);
+  ASSERT_GT(::recv(conn.get(), buf.data(), buf.size(), 0), 0);  // Hello
+  MessageBuilder b;
+  b.AddWelcome(Welcome{});
+  auto w = b.Finish();
+  ASSERT_GT(::send(conn.get(), w.data(), w.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  uint64_t id = client_->Ask(Question(80));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kFallbackDeadline);
+  EXPECT_EQ(outcomes_.at(id).action, Action::kDeny);
+  b.AddVerdict(Verdict{id, Action::kAllow, 0, "too late", CacheScope::kFlow});
+  auto v = b.Finish();
+  ASSERT_GT(::send(conn.get(), v.data(), v.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().late_verdicts == 1; }));
+  EXPECT_EQ(outcomes_.at(id).action, Action::kDeny) << "the late verdict must not be applied";
+  EXPECT_EQ(duplicates_, 0);
+}
+
+TEST_F(ChannelTest, LostConnectionResendsQuestionsToTheNextDaemon) {
+  ClientOptions opts;
+  opts.deadline = milliseconds(5000);
+  StartClient(opts);
+  // First daemon: takes the questions and dies without answering.
+  UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  std::vector<uint8_t> buf(kMaxMessageBytes);
+  ASSERT_GT(::recv(conn.get(), buf.data(), buf.size(), 0), 0);
+  MessageBuilder b;
+  b.AddWelcome(Welcome{});
+  auto w = b.Finish();
+  ASSERT_GT(::send(conn.get(), w.data(), w.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 100; ++i) ids.push_back(client_->Ask(Question(23)));
+  client_->Flush();
+  ASSERT_GT(::recv(conn.get(), buf.data(), buf.size(), 0), 0);  // the questions, unanswered
+  conn.Reset();
+  // Second daemon: the real server on the same listening socket.
+  StartServer();
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.size() == ids.size(); }));
+  for (uint64_t id : ids) {
+    EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+    EXPECT_EQ(outcomes_.at(id).action, Action::kDeny);
+  }
+  EXPECT_EQ(duplicates_, 0);
+  EXPECT_EQ(client_->status().sessions, 2u);
+  EXPECT_EQ(client_->status().disconnects, 1u);
+}
+
+TEST_F(ChannelTest, DaemonGoneForGoodGivesFallbackAndBackoff) {
+  StartServer();
+  ClientOptions opts;
+  opts.fallback = FallbackPolicy::kFailOpen;
+  StartClient(opts);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  server_.reset();  // closes its connection
+  listen_.Reset();
+  std::filesystem::remove(path_);  // and nobody listens any more
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kBackoff; }));
+  uint64_t id = client_->Ask(Question(23));
+  ASSERT_TRUE(outcomes_.contains(id));
+  EXPECT_EQ(outcomes_.at(id).action, Action::kAllow);
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kFallbackUnavailable);
+  // Coming back: a new listener at the same path; the client finds it by itself.
+  listen_ = Listen();
+  StartServer();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  uint64_t id2 = client_->Ask(Question(23));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id2); }));
+  EXPECT_EQ(outcomes_.at(id2).source, DecisionSource::kDaemon);
+  EXPECT_EQ(outcomes_.at(id2).action, Action::kDeny);
+}
+
+TEST_F(ChannelTest, IdleDaemonSaysGoodbyeAndNextQuestionStartsASuccessor) {
+  bool idled = false;
+  ServerOptions opts;
+  opts.idle_exit = milliseconds(100);
+  StartServer(opts);
+  server_->OnIdle([&] { idled = true; });
+  StartClient();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  ASSERT_TRUE(RunUntil([&] { return idled; }));
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kIdle; }));
+  EXPECT_EQ(client_->status().disconnects, 1u);
+  server_.reset();  // the process "exits"; the listening socket stays, as systemd keeps it
+  uint64_t id = client_->Ask(Question(80));  // connects into the backlog
+  EXPECT_EQ(client_->status().state, ChannelState::kConnecting);
+  StartServer();  // the successor
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+}
+
+TEST_F(ChannelTest, GarbageClosesOnlyThatConnection) {
+  StartServer();
+  StartClient();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  UniqueFd bad = RawConnect();
+  const char junk[] = "this is not a flatbuffer";
+  ASSERT_GT(::send(bad.get(), junk, sizeof(junk), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().malformed_messages == 1; }));
+  char c;
+  EXPECT_EQ(::recv(bad.get(), &c, 1, 0), 0) << "the daemon closed the bad connection";
+  uint64_t id = client_->Ask(Question(23));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+}
+
+TEST_F(ChannelTest, OversizeMessageIsCountedAndClosed) {
+  StartServer();
+  UniqueFd bad = RawConnect();
+  int sndbuf = 1 << 20;
+  ASSERT_EQ(setsockopt(bad.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+  std::vector<uint8_t> big(kMaxMessageBytes + 100, 0x41);
+  ASSERT_GT(::send(bad.get(), big.data(), big.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().oversize_messages == 1; }));
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(ChannelTest, QuestionBeforeHelloIsAProtocolError) {
+  StartServer();
+  UniqueFd bad = RawConnect();
+  MessageBuilder b;
+  b.AddQuestion(Question(80));
+  auto m = b.Finish();
+  ASSERT_GT(::send(bad.get(), m.data(), m.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().protocol_errors == 1; }));
+  EXPECT_EQ(analyzer_.decided, 0) << "nothing is analysed for an unauthenticated session";
+}
+
+TEST_F(ChannelTest, OtherMajorVersionIsRefusedWithReason) {
+  StartServer();
+  UniqueFd peer = RawConnect();
+  MessageBuilder b;
+  b.AddHello(Hello{kProtocolMajor + 1, 0, Role::kProbe, "future"});
+  auto m = b.Finish();
+  ASSERT_GT(::send(peer.get(), m.data(), m.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().version_refused == 1; }));
+  std::vector<uint8_t> buf(kMaxMessageBytes);
+  ssize_t n = ::recv(peer.get(), buf.data(), buf.size(), 0);
+  ASSERT_GT(n, 0);
+  struct : ItemVisitor {
+    std::string reason;
+    void OnRefused(const Refused& r) override { reason = r.reason; }
+  } v;
+  ASSERT_TRUE(DecodeMessage({buf.data(), static_cast<size_t>(n)}, v));
+  EXPECT_THAT(v.reason, HasSubstr("major versions differ"));
+  EXPECT_EQ(::recv(peer.get(), buf.data(), buf.size(), 0), 0) << "then closed";
+}
+
+TEST_F(ChannelTest, PeerThatNeverReadsIsThrottledNotBuffered) {
+  StartServer();
+  UniqueFd greedy = RawConnect();
+  MessageBuilder b;
+  b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "greedy"});
+  auto h = b.Finish();
+  ASSERT_GT(::send(greedy.get(), h.data(), h.size(), 0), 0);
+  // Flood questions without ever reading a verdict.
+  ::fcntl(greedy.get(), F_SETFL, O_NONBLOCK);
+  int refused_sends = 0;
+  for (int round = 0; round < 5000 && refused_sends < 50; ++round) {
+    for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
+    auto m = b.Finish();
+    if (::send(greedy.get(), m.data(), m.size(), MSG_DONTWAIT) < 0) ++refused_sends;
+    sd_event_run(loop_, 0);
+  }
+  ASSERT_EQ(refused_sends, 50) << "the daemon must stop taking work from a peer that never reads";
+  RunFor(milliseconds(50));
+  int answered_while_stuck = analyzer_.decided;
+  // The real filter is still served promptly.
+  StartClient();
+  uint64_t id = client_->Ask(Question(23));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+  RunFor(milliseconds(50));
+  EXPECT_EQ(analyzer_.decided, answered_while_stuck + 1)
+      << "the stuck peer's questions are not read while its replies are not taken";
+}
+
+TEST_F(ChannelTest, DnsObservationsReachTheAnalyzerAndAreNeverHeld) {
+  StartServer();
+  StartClient();
+  const uint8_t reply[] = {1, 2, 3, 4, 5};
+  client_->Observe(reply);  // still connecting: dropped, not held
+  EXPECT_EQ(client_->status().dns_dropped, 1u);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  client_->Observe(reply);
+  ASSERT_TRUE(RunUntil([&] { return analyzer_.dns_bytes == sizeof(reply); }));
+  EXPECT_EQ(client_->status().dns_sent, 1u);
+}
+
+}  // namespace
+}  // namespace tollgate::ipc

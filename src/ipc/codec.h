@@ -1,0 +1,134 @@
+// Encoding and decoding of analysis-channel messages (proto/tollgate.fbs). Used by the channel
+// client (filter side), the channel server (daemon side), tests, benchmarks and the fuzz target.
+// Decoding verifies the whole buffer with the FlatBuffers Verifier before reading any field, and
+// converts to the portable types of common/flow.h so nothing outside ipc/ sees FlatBuffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/flow.h"
+
+namespace flatbuffers {
+class FlatBufferBuilder;
+}
+
+namespace tollgate::ipc {
+
+inline constexpr uint16_t kProtocolMajor = 1;
+inline constexpr uint16_t kProtocolMinor = 0;
+// One SEQPACKET datagram. Large enough for a batch of 64 questions that each carry an inspection
+// payload of a few hundred bytes; the builder starts a new message before crossing it.
+inline constexpr size_t kMaxMessageBytes = 64 * 1024;
+inline constexpr size_t kMaxItemsPerMessage = 1024;
+inline constexpr size_t kMaxPayloadBytes = 16 * 1024;  // per question
+inline constexpr size_t kMaxReasonBytes = 1024;
+
+enum class Role : uint8_t { kUnknown = 0, kFilter = 1, kAgent = 2, kProbe = 3 };
+const char* RoleName(Role role);
+
+struct Hello {
+  uint16_t major = kProtocolMajor;
+  uint16_t minor = kProtocolMinor;
+  Role role = Role::kUnknown;
+  std::string build;
+};
+
+struct ChannelSettings {
+  uint32_t question_deadline_ms = 200;
+  FallbackPolicy fallback = FallbackPolicy::kFailOpen;
+  uint32_t inspect_max_bytes = 2048;
+};
+
+struct Welcome {
+  uint16_t major = kProtocolMajor;
+  uint16_t minor = kProtocolMinor;
+  std::string build;
+  ChannelSettings settings;
+};
+
+struct Refused {
+  std::string reason;
+};
+struct Goodbye {
+  std::string reason;
+};
+
+struct ForgetSelector {
+  bool all = false;
+  IpAddress dst;  // family 0 = any
+  uint8_t dst_prefix = 0;
+  uint8_t protocol = 0;   // 0 = any
+  uint16_t dst_port = 0;  // 0 = any
+};
+
+// Version rule: same major is compatible; a different major is refused with this reason.
+Status CheckPeerVersion(uint16_t peer_major, uint16_t peer_minor);
+
+// Receives decoded items in message order. Views (spans, string_views) are valid only during the
+// call. The FlowQuestion/Verdict objects are reused between calls; copy what you keep.
+class ItemVisitor {
+ public:
+  virtual ~ItemVisitor() = default;
+  virtual void OnHello(const Hello&) {}
+  virtual void OnWelcome(const Welcome&) {}
+  virtual void OnRefused(const Refused&) {}
+  virtual void OnGoodbye(const Goodbye&) {}
+  virtual void OnQuestion(const FlowQuestion&) {}
+  virtual void OnVerdict(const Verdict&) {}
+  virtual void OnDnsObservation(std::span<const uint8_t> reply) { (void)reply; }
+  virtual void OnForget(const ForgetSelector&) {}
+  virtual void OnPing(uint64_t token) { (void)token; }
+  virtual void OnPong(uint64_t token) { (void)token; }
+};
+
+// Verifies `bytes` and calls the visitor for each item. Any failure (too large, not a verifiable
+// Message, an item whose fields break our bounds) is returned before the visitor sees anything,
+// so a bad message is rejected whole.
+Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor);
+
+// Builds one Message out of items. Reused across messages: Finish() returns a view valid until the
+// next Add*/Reset. Keeps the finished size under kMaxMessageBytes: ask WouldFit() first.
+class MessageBuilder {
+ public:
+  MessageBuilder();
+  ~MessageBuilder();
+  MessageBuilder(const MessageBuilder&) = delete;
+  MessageBuilder& operator=(const MessageBuilder&) = delete;
+
+  void AddHello(const Hello& hello);
+  void AddWelcome(const Welcome& welcome);
+  void AddRefused(std::string_view reason);
+  void AddGoodbye(std::string_view reason);
+  void AddQuestion(const FlowQuestion& question);
+  void AddVerdict(const Verdict& verdict);
+  void AddDnsObservation(std::span<const uint8_t> reply);
+  void AddForget(const ForgetSelector& selector);
+  void AddPing(uint64_t token);
+  void AddPong(uint64_t token);
+
+  size_t item_count() const { return types_.size(); }
+  bool empty() const { return types_.empty(); }
+  // Whether an item of about `item_bytes` more still fits in one message.
+  bool WouldFit(size_t item_bytes) const;
+  static size_t EstimateQuestionBytes(const FlowQuestion& q) { return 96 + q.payload.size(); }
+  static size_t EstimateVerdictBytes(const Verdict& v) { return 64 + v.reason.size(); }
+
+  std::span<const uint8_t> Finish();
+  void Reset();
+
+ private:
+  void Push(uint8_t type, uint32_t offset);
+
+  std::unique_ptr<flatbuffers::FlatBufferBuilder> fbb_;
+  std::vector<uint8_t> types_;
+  std::vector<uint32_t> offsets_;
+  bool finished_ = false;
+};
+
+}  // namespace tollgate::ipc
