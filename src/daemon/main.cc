@@ -1,0 +1,287 @@
+// tollgated: the privileged analysis daemon. Wiring only: configuration, sockets (from systemd or
+// bound by hand), the rule-table analyzer, the channel server, signals and sd_notify.
+//
+// Lifecycle: started on demand by tollgated.socket (or by hand); answers the filter over
+// analysis.sock; SIGHUP reloads rules atomically (a broken file keeps the rules in force);
+// SIGTERM or idle_exit_seconds: stop accepting, finish what was accepted, say Goodbye, exit.
+#include <grp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "analysis/rule_table.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "ipc/channel_server.h"
+#include "platform/linux/peer_credentials.h"
+#include "platform/linux/runtime_dir.h"
+#include "platform/linux/socket_activation.h"
+
+namespace tollgate::daemon {
+namespace {
+
+struct Flags {
+  std::string config_path = kDefaultConfigPath;
+  bool config_explicit = false;
+  std::optional<std::string> runtime_dir;
+  std::optional<std::string> group;
+  std::optional<std::string> rules_dir;
+  std::optional<uint32_t> idle_exit_seconds;
+  std::optional<std::string> log_level;
+};
+
+Expected<uint32_t> LookUpGroup(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  int r = getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (r != 0) return Unexpected(Error::System("look up group \"" + name + "\"", r));
+  if (found == nullptr) {
+    return Unexpected(ErrorCode::kNotFound,
+                      "group \"" + name +
+                          "\" does not exist: create it (systemd-sysusers, or groupadd --system " +
+                          name + ") or set [tollgate] group / --group");
+  }
+  return static_cast<uint32_t>(found->gr_gid);
+}
+
+// Clients are many small sockets; the default soft limit of 1024 would cap them early.
+void RaiseFileLimit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+std::string CountersLine(const ipc::ServerCounters& c) {
+  char line[512];
+  std::snprintf(
+      line, sizeof(line),
+      "accepted=%llu refused=%llu handshakes=%llu version_refused=%llu questions=%llu "
+      "verdicts=%llu dns=%llu malformed=%llu oversize=%llu protocol_errors=%llu "
+      "over_limit=%llu",
+      static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.peers_refused),
+      static_cast<unsigned long long>(c.handshakes),
+      static_cast<unsigned long long>(c.version_refused),
+      static_cast<unsigned long long>(c.questions), static_cast<unsigned long long>(c.verdicts),
+      static_cast<unsigned long long>(c.dns_observations),
+      static_cast<unsigned long long>(c.malformed_messages),
+      static_cast<unsigned long long>(c.oversize_messages),
+      static_cast<unsigned long long>(c.protocol_errors),
+      static_cast<unsigned long long>(c.connections_over_limit));
+  return line;
+}
+
+class Daemon {
+ public:
+  Daemon(Config config, uint32_t group_gid) : config_(std::move(config)), group_gid_(group_gid) {}
+
+  Status LoadRules(bool at_start) {
+    Expected<std::shared_ptr<const analysis::RuleTable>> table =
+        analysis::LoadRuleFiles(config_.daemon.rules_dir, config_.daemon.default_action);
+    if (!table && table.error().code == ErrorCode::kNotFound && at_start) {
+      TG_LOG_NOTICE("no rules directory %s: every flow gets the default action (%s)",
+                    config_.daemon.rules_dir.c_str(), ActionName(config_.daemon.default_action));
+      table = analysis::RuleTable::Empty(config_.daemon.default_action);
+    }
+    if (!table) return Unexpected(table.error());
+    size_t n = (*table)->rules().size();
+    if (analyzer_) {
+      analyzer_->Replace(std::move(*table));
+    } else {
+      analyzer_ = std::make_unique<analysis::RuleTableAnalyzer>(std::move(*table));
+    }
+    TG_LOG_INFO("%zu rules in force from %s", n, config_.daemon.rules_dir.c_str());
+    return {};
+  }
+
+  Status Run() {
+    Expected<platform::ActivatedSockets> activated = platform::TakeActivatedSockets();
+    if (!activated) return Unexpected(activated.error());
+    UniqueFd analysis_fd = std::move(activated->analysis);
+    from_systemd_ = activated->from_systemd;
+    if (!analysis_fd.valid()) {
+      Expected<platform::RuntimeDir> dir =
+          platform::PrepareRuntimeDir(config_.tollgate.runtime_dir, group_gid_);
+      if (!dir) return Unexpected(dir.error());
+      Expected<UniqueFd> fd =
+          platform::BindServiceSocket(*dir, "analysis.sock", SOCK_SEQPACKET, group_gid_);
+      if (!fd) return Unexpected(fd.error());
+      analysis_fd = std::move(*fd);
+      TG_LOG_INFO("listening on %s/analysis.sock (group %s)", config_.tollgate.runtime_dir.c_str(),
+                  config_.tollgate.group.c_str());
+    } else {
+      TG_LOG_INFO("listening on the analysis socket passed by the service manager");
+    }
+
+    int r = sd_event_default(&loop_);
+    if (r < 0) return Unexpected(Error::System("sd_event_default", -r));
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, sig);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    sd_event_add_signal(loop_, nullptr, SIGTERM, OnStop, this);
+    sd_event_add_signal(loop_, nullptr, SIGINT, OnStop, this);
+    sd_event_add_signal(loop_, nullptr, SIGHUP, OnReload, this);
+    // Pings the service manager's watchdog at half its interval when WATCHDOG_USEC is set.
+    sd_event_set_watchdog(loop_, 1);
+
+    ipc::ServerOptions opts;
+    opts.policy.group_gid = group_gid_;
+    opts.policy.group_name = config_.tollgate.group;
+    for (const auto& e : config_.daemon.allow_exe)
+      opts.policy.exe_allowlist.push_back({e.path, e.sha256});
+    opts.settings.question_deadline_ms = config_.filter.question_deadline_ms;
+    opts.settings.fallback = config_.filter.fallback;
+    opts.settings.inspect_max_bytes = config_.filter.inspect_max_bytes;
+    if (config_.daemon.idle_exit_seconds > 0) {
+      if (from_systemd_) {
+        opts.idle_exit = std::chrono::seconds(config_.daemon.idle_exit_seconds);
+      } else {
+        TG_LOG_NOTICE(
+            "idle_exit_seconds ignored: without socket activation nobody would start "
+            "tollgated again");
+      }
+    }
+    server_ = std::make_unique<ipc::ChannelServer>(loop_, std::move(analysis_fd), identity_,
+                                                   *analyzer_, opts);
+    server_->OnIdle([this] { sd_event_exit(loop_, 0); });
+    if (Status s = server_->Start(); !s) return s;
+
+    sd_event_add_time_relative(loop_, &status_timer_, CLOCK_MONOTONIC, 0, 1'000'000, OnStatusTimer,
+                               this);
+    sd_notify(0, "READY=1\nSTATUS=serving");
+    TG_LOG_INFO("ready (protocol %u.%u, %s)", ipc::kProtocolMajor, ipc::kProtocolMinor,
+                from_systemd_ ? "socket-activated" : "started by hand");
+    r = sd_event_loop(loop_);
+    sd_notify(0, "STOPPING=1");
+    TG_LOG_INFO("exiting: %s", CountersLine(server_->counters()).c_str());
+    server_.reset();
+    sd_event_source_disable_unref(status_timer_);
+    sd_event_unref(loop_);
+    if (r < 0) return Unexpected(Error::System("event loop", -r));
+    return {};
+  }
+
+ private:
+  static int OnStop(sd_event_source*, const signalfd_siginfo* si, void* self) {
+    auto* d = static_cast<Daemon*>(self);
+    TG_LOG_INFO("signal %u: stopping", si->ssi_signo);
+    d->server_->Shutdown("tollgated stopping");
+    sd_event_exit(d->loop_, 0);
+    return 0;
+  }
+  static int OnReload(sd_event_source*, const signalfd_siginfo*, void* self) {
+    auto* d = static_cast<Daemon*>(self);
+    sd_notify(0, "RELOADING=1");
+    if (Status s = d->LoadRules(false); !s) {
+      TG_LOG_ERROR("reload failed, the rules in force stay in force: %s",
+                   s.error().message.c_str());
+    }
+    sd_notify(0, "READY=1");
+    return 0;
+  }
+  static int OnStatusTimer(sd_event_source* s, uint64_t usec, void* self) {
+    auto* d = static_cast<Daemon*>(self);
+    const auto& c = d->server_->counters();
+    sd_notifyf(0, "STATUS=%zu clients, %llu questions, %llu refused peers",
+               d->server_->connection_count(), static_cast<unsigned long long>(c.questions),
+               static_cast<unsigned long long>(c.peers_refused));
+    sd_event_source_set_time(s, usec + 10'000'000);
+    sd_event_source_set_enabled(s, SD_EVENT_ON);
+    return 0;
+  }
+
+  Config config_;
+  uint32_t group_gid_;
+  bool from_systemd_ = false;
+  sd_event* loop_ = nullptr;
+  sd_event_source* status_timer_ = nullptr;
+  platform::LinuxPeerIdentity identity_;
+  std::unique_ptr<analysis::RuleTableAnalyzer> analyzer_;
+  std::unique_ptr<ipc::ChannelServer> server_;
+};
+
+int Main(int argc, char** argv) {
+  SetLogProgramName("tollgated");
+  Flags flags;
+  CLI::App app{"tollgated: Tollgate's analysis daemon (normally started by tollgated.socket)"};
+  app.set_version_flag("--version", "tollgated " TOLLGATE_VERSION);
+  app.add_option("-c,--config", flags.config_path, "settings file")->each([&](const std::string&) {
+    flags.config_explicit = true;
+  });
+  app.add_option("--runtime-dir", flags.runtime_dir,
+                 "directory of analysis.sock when started by hand (default /run/<group>)");
+  app.add_option("--group", flags.group, "app group whose members may connect");
+  app.add_option("--rules-dir", flags.rules_dir, "directory of *.toml rule files");
+  app.add_option("--idle-exit", flags.idle_exit_seconds, "exit after this many idle seconds");
+  app.add_option("--log-level", flags.log_level, "error, warning, notice, info or debug");
+  CLI11_PARSE(app, argc, argv);
+
+  Expected<Config> config = LoadConfigOrDefaults(flags.config_path, flags.config_explicit);
+  if (!config) {
+    TG_LOG_ERROR("%s", config.error().message.c_str());
+    return 1;
+  }
+  if (flags.group) {
+    config->tollgate.group = *flags.group;
+    if (!flags.runtime_dir) config->tollgate.runtime_dir = "/run/" + *flags.group;
+  }
+  if (flags.runtime_dir) config->tollgate.runtime_dir = *flags.runtime_dir;
+  if (flags.rules_dir) config->daemon.rules_dir = *flags.rules_dir;
+  if (flags.idle_exit_seconds) config->daemon.idle_exit_seconds = *flags.idle_exit_seconds;
+  if (const char* env = std::getenv("TOLLGATE_RUNTIME_DIR"); env && !flags.runtime_dir) {
+    config->tollgate.runtime_dir = env;
+  }
+  LogLevel level = config->daemon.log_level;
+  if (flags.log_level) {
+    const std::string& l = *flags.log_level;
+    if (l == "error")
+      level = LogLevel::kError;
+    else if (l == "warning")
+      level = LogLevel::kWarning;
+    else if (l == "notice")
+      level = LogLevel::kNotice;
+    else if (l == "info")
+      level = LogLevel::kInfo;
+    else if (l == "debug")
+      level = LogLevel::kDebug;
+    else {
+      TG_LOG_ERROR("--log-level must be error, warning, notice, info or debug, got \"%s\"",
+                   l.c_str());
+      return 2;
+    }
+  }
+  SetLogLevel(level);
+
+  Expected<uint32_t> gid = LookUpGroup(config->tollgate.group);
+  if (!gid) {
+    TG_LOG_ERROR("%s", gid.error().message.c_str());
+    return 1;
+  }
+  RaiseFileLimit();
+  Daemon daemon(std::move(*config), *gid);
+  if (Status s = daemon.LoadRules(true); !s) {
+    TG_LOG_ERROR("cannot start: %s", s.error().message.c_str());
+    return 1;
+  }
+  if (Status s = daemon.Run(); !s) {
+    TG_LOG_ERROR("cannot start: %s", s.error().message.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tollgate::daemon
+
+int main(int argc, char** argv) { return tollgate::daemon::Main(argc, argv); }
