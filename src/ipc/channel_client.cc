@@ -258,7 +258,7 @@ int ChannelClient::OnHandshakeTimeout(sd_event_source*, uint64_t, void* self) {
 }
 
 uint64_t ChannelClient::Ask(FlowQuestion question) {
-  question.id = next_id_++;
+  if (question.id == 0) question.id = next_id_++;
   uint64_t id = question.id;
   ++status_.asked;
   switch (status_.state) {

@@ -113,7 +113,9 @@ class ChannelClient {
   // Settles every pending question with the fallback and closes the connection.
   void Stop();
 
-  // Assigns and returns the question's id. The decision comes through the handler.
+  // Returns the question's id: the caller's (non-zero, unique for this client's life), or one
+  // assigned here when question.id is 0. A caller uses one scheme or the other, never both.
+  // The decision comes through the handler.
   uint64_t Ask(FlowQuestion question);
   // A DNS reply for the daemon's name map. Never held: dropped (counted) when not connected.
   void Observe(std::span<const uint8_t> dns_reply);
