@@ -1,211 +1,27 @@
 #include "analysis/rule_table.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <exception>
 #include <filesystem>
 #include <functional>
 #include <iterator>
 #include <span>
 #include <unordered_map>
 
-// Debian's toml++ 3.3 is a shared library built with exceptions (only the toml::v3::ex ABI is
-// exported), so every translation unit keeps the default TOML_EXCEPTIONS=1: parse errors arrive as
-// toml::parse_error and are converted to Error here, never rethrown.
+// Keeps the default TOML_EXCEPTIONS=1 (see common/toml_report.h).
 #include <toml++/toml.h>
 
-#include "common/unique_fd.h"
+#include "common/toml_report.h"
 
 namespace tollgate::analysis {
 namespace {
 
-// --- messages: `file:line:col: what is wrong, got what` ---
-// These few helpers mirror those in common/config.cc; both files keep their own copy until a
-// third TOML reader shows what a shared one should look like.
-
-std::string Position(std::string_view source, const toml::source_position& where) {
-  std::string out(source);
-  if (where.line != 0) {
-    out += ':';
-    out += std::to_string(where.line);
-    out += ':';
-    out += std::to_string(where.column);
-  }
-  return out;
-}
-
-bool Before(const toml::source_position& a, const toml::source_position& b) {
-  return a.line != b.line ? a.line < b.line : a.column < b.column;
-}
-
-// Collects the problems of one file and reports the earliest in document order: toml++ tables
-// iterate in key order, not file order, and the first line of the file is what a person fixes
-// first. The count tells them there is more to fix.
-class Problems {
- public:
-  explicit Problems(std::string_view source) : source_(source) {}
-
-  void Add(const toml::source_position& where, std::string message) {
-    if (count_++ == 0 || Before(where, first_where_)) {
-      first_where_ = where;
-      first_ = std::move(message);
-    }
-  }
-  bool any() const { return count_ > 0; }
-  Error ToError() const {
-    std::string text = Position(source_, first_where_) + ": " + first_;
-    if (count_ > 1) {
-      text += " (and " + std::to_string(count_ - 1) + " more problem" + (count_ > 2 ? "s" : "") +
-              " in this file)";
-    }
-    return Error{ErrorCode::kInvalidArgument, std::move(text)};
-  }
-
- private:
-  std::string_view source_;
-  toml::source_position first_where_{};
-  std::string first_;
-  int count_ = 0;
-};
-
-// Quotes text from a file for a message: escapes what would garble a terminal or a log line and
-// bounds the length.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxShown = 64;
-  std::string out = "\"";
-  size_t shown = std::min(text.size(), kMaxShown);
-  while (shown < text.size() && shown > 0 && (static_cast<uint8_t>(text[shown]) & 0xc0) == 0x80) {
-    --shown;  // do not cut a UTF-8 sequence in half
-  }
-  for (char c : text.substr(0, shown)) {
-    auto u = static_cast<uint8_t>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\x%02x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  if (shown < text.size()) out += "...";
-  return out;
-}
-
-std::string Describe(const toml::node& node) {
-  switch (node.type()) {
-    case toml::node_type::string:
-      return Quote(node.as_string()->get());
-    case toml::node_type::integer:
-      return std::to_string(node.as_integer()->get());
-    case toml::node_type::floating_point: {
-      char buf[32];
-      std::snprintf(buf, sizeof(buf), "%g", node.as_floating_point()->get());
-      return buf;
-    }
-    case toml::node_type::boolean:
-      return node.as_boolean()->get() ? "true" : "false";
-    case toml::node_type::table:
-      return "a table";
-    case toml::node_type::array:
-      return "an array";
-    case toml::node_type::date:
-      return "a date";
-    case toml::node_type::time:
-      return "a time";
-    case toml::node_type::date_time:
-      return "a date-time";
-    case toml::node_type::none:
-      break;
-  }
-  return "nothing";
-}
-
-// Edits between two keys, a swap of neighbours counting as one ("prot" -> "port"): the common
-// typing mistakes, for "did you mean".
-size_t EditDistance(std::string_view a, std::string_view b) {
-  // Lengths far apart are far apart; this also bounds the table for a hostile 1 MB key.
-  const size_t length_gap = a.size() > b.size() ? a.size() - b.size() : b.size() - a.size();
-  if (length_gap > 2) return length_gap;
-  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.size()][b.size()];
-}
-
-// "; did you mean "protocol"?" for a near miss, else the list of what is known here.
-std::string Hint(std::string_view key, std::span<const std::string_view> known) {
-  const std::string_view* closest = nullptr;
-  size_t best = key.size() <= 4 ? 2 : 3;  // one typo in a short key, two in a long one
-  for (const auto& k : known) {
-    size_t d = EditDistance(key, k);
-    if (d < best) {
-      best = d;
-      closest = &k;
-    }
-  }
-  if (closest != nullptr) return "; did you mean " + Quote(*closest) + "?";
-  std::string out = "; expected one of: ";
-  for (size_t i = 0; i < known.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += known[i];
-  }
-  return out;
-}
-
-// Reads a regular file of at most `max_bytes`. O_NONBLOCK so that a FIFO dropped into rules.d is
-// refused below instead of hanging a reload.
-Expected<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
-  const std::string what = "cannot read rule file " + path;
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
-  if (!fd.valid()) {
-    int err = errno;
-    Error error = Error::System(what, err);
-    if (err == ENOENT) error.code = ErrorCode::kNotFound;
-    return Unexpected(std::move(error));
-  }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return Unexpected(Error::System(what, errno));
-  if (!S_ISREG(st.st_mode)) {
-    return Unexpected(ErrorCode::kInvalidArgument, what + ": not a regular file");
-  }
-  std::string text;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Unexpected(Error::System(what, errno));
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > max_bytes) {
-      return Unexpected(ErrorCode::kTooLarge,
-                        what + ": larger than " + std::to_string(max_bytes) + " bytes");
-    }
-  }
-  return text;
-}
+using toml_report::Before;
+using toml_report::Position;
+using toml_report::Problems;
+using toml_report::Quote;
 
 // --- rule file vocabulary ---
 
@@ -318,7 +134,7 @@ class RuleReader {
       } else if (OneOf(k, kLaterOther)) {
         AddAt(key.source().begin, k + " is not supported by this version yet");
       } else {
-        AddAt(key.source().begin, "unknown key " + Quote(k) + Hint(k, kRuleKeys));
+        AddAt(key.source().begin, "unknown key " + Quote(k) + toml_report::KeyHint(k, kRuleKeys));
       }
     }
     // ip and cidr are one condition (the remote address); allowing both would raise the question
@@ -478,8 +294,7 @@ class RuleReader {
   }
 
   void Must(const toml::node& node, std::string_view key, std::string_view expected) {
-    AddAt(node.source().begin,
-          std::string(key) + " must be " + std::string(expected) + ", got " + Describe(node));
+    AddAt(node.source().begin, toml_report::Must(key, expected, node));
   }
   void AddAt(const toml::source_position& where, const std::string& message) {
     problems_.Add(where, label_ + ": " + message);
@@ -682,20 +497,12 @@ Verdict RuleTable::Decide(const FlowQuestion& question) const {
 // --- loading ---
 
 Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::string& source_name) {
-  toml::table root;
-  try {
-    root = toml::parse(text, std::string_view(source_name));
-  } catch (const toml::parse_error& e) {
-    return Unexpected(ErrorCode::kMalformed, Position(source_name, e.source().begin) + ": " +
-                                                 std::string(e.description()));
-  } catch (const std::exception& e) {
-    // Nothing else is documented to be thrown; if it is, it still must not escape this API.
-    return Unexpected(ErrorCode::kMalformed, source_name + ": cannot parse: " + e.what());
-  }
+  auto root = toml_report::ParseToml(text, source_name);
+  if (!root) return Unexpected(root.error());
 
   Problems problems(source_name);
   std::vector<Rule> rules;
-  for (auto&& [key, node] : root) {
+  for (auto&& [key, node] : *root) {
     const std::string k(key.str());
     if (k != "rule") {
       problems.Add(key.source().begin,
@@ -706,7 +513,7 @@ Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::stri
     const auto* entries = node.as_array();
     if (entries == nullptr) {
       problems.Add(node.source().begin,
-                   "rule must be an array of tables ([[rule]]), got " + Describe(node));
+                   toml_report::Must("rule", "an array of tables ([[rule]])", node));
       continue;
     }
     RuleReader reader(source_name, problems);
@@ -716,8 +523,8 @@ Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::stri
       const toml::node& element = *entries->get(i);
       const auto* entry = element.as_table();
       if (entry == nullptr) {
-        problems.Add(element.source().begin, "rule #" + std::to_string(i + 1) +
-                                                 " must be a table, got " + Describe(element));
+        problems.Add(element.source().begin,
+                     toml_report::Must("rule #" + std::to_string(i + 1), "a table", element));
         continue;
       }
       Rule rule = reader.Read(*entry, i + 1);
@@ -766,7 +573,7 @@ Expected<std::shared_ptr<const RuleTable>> LoadRuleFiles(const std::string& dir,
   std::vector<Rule> rules;
   for (const std::string& name : names) {
     std::string path = dir + (dir.ends_with('/') ? "" : "/") + name;
-    auto text = ReadSmallFile(path, kMaxRuleFileBytes);
+    auto text = toml_report::ReadSmallFile(path, kMaxRuleFileBytes, "rule file");
     if (!text) return Unexpected(text.error());
     auto file_rules = ParseRuleFile(*text, path);
     if (!file_rules) return Unexpected(file_rules.error());
