@@ -9,6 +9,16 @@ const char* g_program = "tollgate";
 }  // namespace
 
 void SetLogLevel(LogLevel max_level) { g_max_level = max_level; }
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) <= static_cast<int>(g_max_level); }
+
+std::optional<LogLevel> ParseLogLevel(std::string_view name) {
+  if (name == "error") return LogLevel::kError;
+  if (name == "warning") return LogLevel::kWarning;
+  if (name == "notice") return LogLevel::kNotice;
+  if (name == "info") return LogLevel::kInfo;
+  if (name == "debug") return LogLevel::kDebug;
+  return std::nullopt;
+}
 void SetLogProgramName(const char* name) { g_program = name; }
 
 void Log(LogLevel level, const char* fmt, ...) {

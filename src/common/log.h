@@ -4,12 +4,18 @@
 #pragma once
 
 #include <cstdarg>
+#include <optional>
+#include <string_view>
 
 namespace tollgate {
 
 enum class LogLevel { kError = 3, kWarning = 4, kNotice = 5, kInfo = 6, kDebug = 7 };
 
 void SetLogLevel(LogLevel max_level);
+// For messages whose arguments cost something to build (per-flow debug lines).
+bool LogEnabled(LogLevel level);
+// "error", "warning", "notice", "info" or "debug"; nullopt for anything else.
+std::optional<LogLevel> ParseLogLevel(std::string_view name);
 void SetLogProgramName(const char* name);
 void Log(LogLevel level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -221,7 +221,8 @@ int Main(int argc, char** argv) {
   });
   app.add_option("--runtime-dir", flags.runtime_dir,
                  "directory of analysis.sock when started by hand (default /run/<group>)");
-  app.add_option("--group", flags.group, "app group whose members may connect");
+  app.add_option("--group", flags.group,
+                 "app group whose members may connect (the socket stays at runtime_dir)");
   app.add_option("--rules-dir", flags.rules_dir, "directory of *.toml rule files");
   app.add_option("--idle-exit", flags.idle_exit_seconds, "exit after this many idle seconds");
   app.add_option("--log-level", flags.log_level, "error, warning, notice, info or debug");
@@ -232,10 +233,9 @@ int Main(int argc, char** argv) {
     TG_LOG_ERROR("%s", config.error().message.c_str());
     return 1;
   }
-  if (flags.group) {
-    config->tollgate.group = *flags.group;
-    if (!flags.runtime_dir) config->tollgate.runtime_dir = "/run/" + *flags.group;
-  }
+  // --group changes who may connect, not where the socket is: the filter finds the socket from
+  // the same settings file, so moving it here alone would separate the two.
+  if (flags.group) config->tollgate.group = *flags.group;
   if (flags.runtime_dir) config->tollgate.runtime_dir = *flags.runtime_dir;
   if (flags.rules_dir) config->daemon.rules_dir = *flags.rules_dir;
   if (flags.idle_exit_seconds) config->daemon.idle_exit_seconds = *flags.idle_exit_seconds;
@@ -244,22 +244,13 @@ int Main(int argc, char** argv) {
   }
   LogLevel level = config->daemon.log_level;
   if (flags.log_level) {
-    const std::string& l = *flags.log_level;
-    if (l == "error")
-      level = LogLevel::kError;
-    else if (l == "warning")
-      level = LogLevel::kWarning;
-    else if (l == "notice")
-      level = LogLevel::kNotice;
-    else if (l == "info")
-      level = LogLevel::kInfo;
-    else if (l == "debug")
-      level = LogLevel::kDebug;
-    else {
+    std::optional<LogLevel> parsed = ParseLogLevel(*flags.log_level);
+    if (!parsed) {
       TG_LOG_ERROR("--log-level must be error, warning, notice, info or debug, got \"%s\"",
-                   l.c_str());
+                   flags.log_level->c_str());
       return 2;
     }
+    level = *parsed;
   }
   SetLogLevel(level);
 

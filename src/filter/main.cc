@@ -245,6 +245,8 @@ class Filter {
     copts.max_pending = config_.filter.max_pending_flows;
     client_ = std::make_unique<ipc::ChannelClient>(
         loop_, identity_, copts, [this](const ipc::Decision& d) { OnDecision(d); });
+    // Verdicts for a batch of answers go to the kernel in the same loop turn, in one sendmsg.
+    client_->OnReceiveDone([this] { FlushVerdicts(); });
 
     if (flags_.no_sandbox) {
       TG_LOG_WARNING(
@@ -377,6 +379,7 @@ class Filter {
   void FlushVerdicts() {
     if (!sink_->dirty) return;
     sink_->dirty = false;
+    sd_event_source_set_enabled(flush_source_, SD_EVENT_OFF);
     if (Status s = queue_->FlushVerdicts(); !s) {
       TG_LOG_WARNING("sending verdicts: %s", s.error().message.c_str());
     }
@@ -569,13 +572,13 @@ int Main(int argc, char** argv) {
   if (flags.max_pending) config->filter.max_pending_flows = *flags.max_pending;
   if (flags.inbound) config->filter.inbound = true;
   if (flags.log_level) {
-    const std::string& l = *flags.log_level;
-    LogLevel level = l == "error"     ? LogLevel::kError
-                     : l == "warning" ? LogLevel::kWarning
-                     : l == "notice"  ? LogLevel::kNotice
-                     : l == "debug"   ? LogLevel::kDebug
-                                      : LogLevel::kInfo;
-    SetLogLevel(level);
+    std::optional<LogLevel> level = ParseLogLevel(*flags.log_level);
+    if (!level) {
+      TG_LOG_ERROR("--log-level must be error, warning, notice, info or debug, got \"%s\"",
+                   flags.log_level->c_str());
+      return 2;
+    }
+    SetLogLevel(*level);
   }
 
   Filter filter(std::move(*config), std::move(flags));

@@ -374,7 +374,10 @@ int ChannelClient::OnFlush(sd_event_source*, void* self) {
 int ChannelClient::OnIo(sd_event_source*, int, uint32_t revents, void* self) {
   auto* c = static_cast<ChannelClient*>(self);
   if (revents & EPOLLOUT) c->FlushOutbox();
-  if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) c->ReadMessages();
+  if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    c->ReadMessages();
+    if (c->on_receive_done_) c->on_receive_done_();
+  }
   return 0;
 }
 

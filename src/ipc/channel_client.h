@@ -123,6 +123,10 @@ class ChannelClient {
   void Flush();
 
   void OnForget(ForgetHandler handler) { on_forget_ = std::move(handler); }
+  // Called after each batch of messages from the daemon has been handled, so a caller that
+  // collects work from many decisions (NFQUEUE verdicts) can send it at once, in the same loop
+  // turn, instead of waiting for another one.
+  void OnReceiveDone(std::function<void()> handler) { on_receive_done_ = std::move(handler); }
   const ClientStatus& status() const { return status_; }
   const ClientOptions& options() const { return options_; }
 
@@ -161,6 +165,7 @@ class ChannelClient {
   ClientOptions options_;
   DecisionHandler on_decision_;
   ForgetHandler on_forget_;
+  std::function<void()> on_receive_done_;
   ClientStatus status_;
   PendingQuestions pending_;
   Backoff backoff_;

@@ -76,6 +76,11 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     ++s_.counters_.questions;
     Verdict v = s_.analyzer_.Decide(q);
     v.id = q.id;  // the analyzer cannot answer a different question than it was asked
+    if (LogEnabled(LogLevel::kDebug)) {
+      TG_LOG_DEBUG("%s %s:%u -> %s:%u uid %u: %s", ProtocolName(q.tuple.protocol).c_str(),
+                   q.tuple.src.ToString().c_str(), q.tuple.src_port, q.tuple.dst.ToString().c_str(),
+                   q.tuple.dst_port, q.uid, v.reason.c_str());
+    }
     if (!s_.reply_.WouldFit(MessageBuilder::EstimateVerdictBytes(v)) && !FlushReply()) return;
     s_.reply_.AddVerdict(v);
     ++s_.counters_.verdicts;
@@ -267,7 +272,7 @@ void ChannelServer::ReadMessages(Connection& c) {
     for (size_t i = 0; i < r.count; ++i) {
       if (!HandleMessage(c, i)) return;  // closed
     }
-    if (r.eof) return Close(c, nullptr);  // orderly close
+    if (r.eof) return Close(c, c.state == Connection::State::kReady ? "disconnected" : nullptr);
     if (r.error != 0) return Close(c, "receive error");
     if (r.count < kReadBatch) return;  // drained
   }
@@ -355,7 +360,7 @@ void ChannelServer::UpdateEvents(Connection& c) {
 
 void ChannelServer::Close(Connection& c, const char* why) {
   if (why != nullptr) {
-    TG_LOG_INFO("closed connection of uid %u pid %d: %s", c.peer.uid, c.peer.pid, why);
+    TG_LOG_INFO("%s (uid %u pid %d): %s", RoleName(c.role), c.peer.uid, c.peer.pid, why);
   }
   ++counters_.connections_closed;
   DiscardQueued(c.fd.get());
