@@ -53,6 +53,7 @@ default_action = "deny"
 log_level = "warning"
 [filter]
 fallback = "fail_closed"
+${TOLLGATE_BENCH_REPLY_SPIN_US:+reply_spin_us = $TOLLGATE_BENCH_REPLY_SPIN_US}
 TOML
 cat >"$dir/rules.d/bench.toml" <<'TOML'
 [[rule]]

@@ -325,6 +325,10 @@ Expected<Config> ParseConfig(std::string_view text, const std::string& source_na
          ReadUint32(n, "filter.inspect_max_bytes", 1, kMaxInspectBytes, &filter.inspect_max_bytes,
                     problems);
        }},
+      {"reply_spin_us",
+       [&](const toml::node& n) {
+         ReadUint32(n, "filter.reply_spin_us", 0, kMaxReplySpinUs, &filter.reply_spin_us, problems);
+       }},
   };
   const Field root_fields[] = {
       {"tollgate", Section("tollgate", problems,

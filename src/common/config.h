@@ -67,6 +67,9 @@ struct FilterSettings {
   QueueRange queues;
   bool inbound = false;  // also ask about new inbound flows
   uint32_t inspect_max_bytes = 2048;
+  // After asking, read the daemon's answers without sleeping for up to this long (0 = never):
+  // a verdict usually arrives sooner than a sleeping filter would be woken for it.
+  uint32_t reply_spin_us = 0;
 };
 
 struct Config {
@@ -84,6 +87,7 @@ inline constexpr uint32_t kMinQuestionDeadlineMs = 1;
 inline constexpr uint32_t kMaxQuestionDeadlineMs = 60000;
 inline constexpr uint32_t kMaxPendingFlowsLimit = 1u << 22;
 inline constexpr uint32_t kMaxInspectBytes = 65535;
+inline constexpr uint32_t kMaxReplySpinUs = 1000;
 
 // Parses settings text. `source_name` is what error messages call the text (usually its path).
 // Errors have code kInvalidArgument (a setting is wrong) or kMalformed (not TOML).

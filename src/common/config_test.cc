@@ -39,6 +39,7 @@ TEST(ParseConfigTest, EmptyTextGivesEveryDefault) {
   EXPECT_EQ(config->filter.queues, (QueueRange{0, 0}));
   EXPECT_FALSE(config->filter.inbound);
   EXPECT_EQ(config->filter.inspect_max_bytes, 2048u);
+  EXPECT_EQ(config->filter.reply_spin_us, 0u);
 }
 
 TEST(ParseConfigTest, EmptySectionsGiveDefaults) {
@@ -195,7 +196,7 @@ TEST(ParseConfigErrorTest, UnknownTopLevelKeyAndTable) {
   EXPECT_EQ(ErrorOf("[filtre]\n"), "t.toml:1:2: unknown table [filtre]; did you mean \"filter\"?");
   EXPECT_EQ(ErrorOf("[filter.extra]\nx = 1\n"),
             "t.toml:1:9: unknown table [filter.extra]; expected one of: question_deadline_ms, "
-            "fallback, max_pending_flows, queues, inbound, inspect_max_bytes");
+            "fallback, max_pending_flows, queues, inbound, inspect_max_bytes, reply_spin_us");
 }
 
 TEST(ParseConfigErrorTest, WrongTypes) {
@@ -339,7 +340,7 @@ TEST(PackagedConfigTest, ShippedFileStatesTheDefaults) {
     }
     uncommented += line + "\n";
   }
-  EXPECT_EQ(settings, 13);  // every setting of Config except the allow_exe example
+  EXPECT_EQ(settings, 14);  // every setting of Config except the allow_exe example
   auto all_set = ParseConfig(uncommented, "uncommented");
   ASSERT_TRUE(all_set) << all_set.error().message;
   const Config defaults;
@@ -358,6 +359,7 @@ TEST(PackagedConfigTest, ShippedFileStatesTheDefaults) {
     EXPECT_EQ(config->filter.queues, defaults.filter.queues);
     EXPECT_EQ(config->filter.inbound, defaults.filter.inbound);
     EXPECT_EQ(config->filter.inspect_max_bytes, defaults.filter.inspect_max_bytes);
+    EXPECT_EQ(config->filter.reply_spin_us, defaults.filter.reply_spin_us);
   }
 }
 #endif

@@ -216,6 +216,7 @@ class Filter {
     fopts.inspect_max_bytes = config_.filter.inspect_max_bytes;
     table_ = std::make_unique<flow::FlowTable>(fopts, *sink_);
     layout_ = *layout;
+    spin_ = std::chrono::microseconds(config_.filter.reply_spin_us);
 
     int r = sd_event_default(&loop_);
     if (r < 0) return Unexpected(Error::System("sd_event_default", -r));
@@ -311,8 +312,9 @@ class Filter {
     Expected<size_t> n = f->queue_->Receive(
         [f, now](const platform::QueuedPacket& p) { f->OnPacket(p, now); }, 4096);
     if (!n) TG_LOG_WARNING("queue receive: %s", n.error().message.c_str());
+    f->FlushVerdicts();  // what was decided locally (remembered, overflow) goes first
     f->client_->Flush();
-    f->FlushVerdicts();
+    f->client_->AwaitReplies(f->spin_);
     return 0;
   }
 
@@ -495,6 +497,7 @@ class Filter {
   sd_event_source* flush_source_ = nullptr;
   sd_event_source* table_timer_ = nullptr;
   FilterCounters counters_;
+  Duration spin_{0};
 };
 
 Expected<QueueRange> ParseQueues(const std::string& text) {

@@ -308,6 +308,17 @@ void ChannelClient::QueueQuestion(const FlowQuestion& q) {
 
 void ChannelClient::Flush() { SendBatch(); }
 
+void ChannelClient::AwaitReplies(Duration budget) {
+  if (budget.count() <= 0 || status_.state != ChannelState::kConnected) return;
+  const auto end = std::chrono::steady_clock::now() + budget;
+  uint64_t answered = status_.answered;
+  while (!pending_.empty() && fd_.valid() && std::chrono::steady_clock::now() < end) {
+    ReadMessages();
+    if (status_.state != ChannelState::kConnected) break;
+  }
+  if (status_.answered != answered && on_receive_done_) on_receive_done_();
+}
+
 void ChannelClient::SendBatch() {
   // Nothing left for the end-of-iteration flush: disarming it saves the loop a wasted wake-up.
   sd_event_source_set_enabled(flush_source_, SD_EVENT_OFF);

@@ -121,6 +121,10 @@ class ChannelClient {
   void Observe(std::span<const uint8_t> dns_reply);
   // Sends what is batched now instead of at the end of this loop iteration.
   void Flush();
+  // Reads the daemon's answers without sleeping, for at most `budget` or until nothing is
+  // pending. A verdict usually comes back within tens of microseconds, sooner than a sleeping
+  // process is woken for it; the packet path trades that much CPU for latency (0 = never spin).
+  void AwaitReplies(Duration budget);
 
   void OnForget(ForgetHandler handler) { on_forget_ = std::move(handler); }
   // Called after each batch of messages from the daemon has been handled, so a caller that
