@@ -6,15 +6,24 @@ namespace tollgate {
 
 const char* ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return "invalid-argument";
-    case ErrorCode::kMalformed: return "malformed";
-    case ErrorCode::kTooLarge: return "too-large";
-    case ErrorCode::kPermissionDenied: return "permission-denied";
-    case ErrorCode::kNotFound: return "not-found";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kProtocol: return "protocol";
-    case ErrorCode::kSystem: return "system";
-    case ErrorCode::kTimeout: return "timeout";
+    case ErrorCode::kInvalidArgument:
+      return "invalid-argument";
+    case ErrorCode::kMalformed:
+      return "malformed";
+    case ErrorCode::kTooLarge:
+      return "too-large";
+    case ErrorCode::kPermissionDenied:
+      return "permission-denied";
+    case ErrorCode::kNotFound:
+      return "not-found";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kProtocol:
+      return "protocol";
+    case ErrorCode::kSystem:
+      return "system";
+    case ErrorCode::kTimeout:
+      return "timeout";
   }
   return "unknown";
 }

@@ -17,9 +17,9 @@ enum class ErrorCode {
   kTooLarge,         // over a documented bound
   kPermissionDenied,
   kNotFound,
-  kUnavailable,      // peer or resource away; retrying later may work
-  kProtocol,         // peer broke the protocol (wrong order, wrong version)
-  kSystem,           // a system call failed; message carries errno text
+  kUnavailable,  // peer or resource away; retrying later may work
+  kProtocol,     // peer broke the protocol (wrong order, wrong version)
+  kSystem,       // a system call failed; message carries errno text
   kTimeout,
 };
 
@@ -84,7 +84,7 @@ using Status = Expected<void>;
 
 }  // namespace tollgate
 
-#define TG_CHECK(expr)                                            \
-  do {                                                            \
+#define TG_CHECK(expr)                                               \
+  do {                                                               \
     if (!(expr)) ::tollgate::CheckFailed(__FILE__, __LINE__, #expr); \
   } while (0)

@@ -30,20 +30,29 @@ std::string IpAddress::ToString() const {
 
 std::string ProtocolName(uint8_t protocol) {
   switch (protocol) {
-    case ipproto::kTcp: return "tcp";
-    case ipproto::kUdp: return "udp";
-    case ipproto::kIcmp: return "icmp";
-    case ipproto::kIcmpV6: return "icmpv6";
-    default: return std::to_string(protocol);
+    case ipproto::kTcp:
+      return "tcp";
+    case ipproto::kUdp:
+      return "udp";
+    case ipproto::kIcmp:
+      return "icmp";
+    case ipproto::kIcmpV6:
+      return "icmpv6";
+    default:
+      return std::to_string(protocol);
   }
 }
 
 const char* ActionName(Action action) {
   switch (action) {
-    case Action::kAllow: return "allow";
-    case Action::kDeny: return "deny";
-    case Action::kReject: return "reject";
-    case Action::kInspect: return "inspect";
+    case Action::kAllow:
+      return "allow";
+    case Action::kDeny:
+      return "deny";
+    case Action::kReject:
+      return "reject";
+    case Action::kInspect:
+      return "inspect";
   }
   return "?";
 }
