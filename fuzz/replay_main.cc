@@ -1,5 +1,6 @@
 // Outside the fuzz preset, each fuzz target is linked with this main, which feeds it every file of
-// its corpus (arguments are files or directories). ctest runs it, so a crash found once stays fixed.
+// its corpus (arguments are files or directories). ctest runs it, so a crash found once stays
+// fixed.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>

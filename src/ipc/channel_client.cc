@@ -182,7 +182,7 @@ void ChannelClient::OnWelcome(const Welcome& w) {
   status_.reconnect_attempt = 0;
   TG_LOG_INFO("connected to %s (%s), session %llu, %zu questions to send",
               options_.socket_path.c_str(), w.build.c_str(),
-              static_cast<unsigned long long>(session_), pending_.size());
+              static_cast<unsigned long long>(status_.sessions), pending_.size());
   // Questions asked while connecting, or in flight on a lost connection, go (again) now.
   pending_.ForEachUnsent(session_, [this](const FlowQuestion& q) { QueueQuestion(q); });
   SendBatch();

@@ -10,6 +10,7 @@
 #   - spawn: background processes, each in its own session, killed by the EXIT trap whatever
 #     happens, and the temporary directory removed; on failure the logs are printed first;
 #   - wait_until/wait_exit: bounded polling, never an unbounded sleep;
+#   - at_cleanup: more for the EXIT trap to undo (a network namespace, a group), after the kills;
 #   - require_root: exit 77 (ctest SKIP_RETURN_CODE) without root, or a failure under
 #     TOLLGATE_REQUIRE_PRIVILEGED=1 (CI), where a skipped privileged test would hide a broken setup.
 #
@@ -67,6 +68,13 @@ SOCKET=$RUNTIME_DIR/analysis.sock
 failures=0
 checks=0
 pids=()
+cleanup_hooks=()
+
+# at_cleanup COMMAND...: run by the EXIT trap after every spawned process is gone, last added
+# first (a network namespace, a group made for the test). A failing hook does not stop the others.
+at_cleanup() {
+  cleanup_hooks+=("$(printf '%q ' "$@")")
+}
 
 check() {  # check NAME COMMAND...: passes when COMMAND succeeds
   local name=$1
@@ -154,6 +162,10 @@ cleanup() {
     kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
   done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local i
+  for ((i = ${#cleanup_hooks[@]} - 1; i >= 0; i--)); do
+    eval "${cleanup_hooks[i]}" || echo "cleanup: failed: ${cleanup_hooks[i]}"
+  done
   if ((rc != 0 && rc != 77)) || ((failures > 0)); then
     local f
     for f in "$W"/*.log "$W"/*.json; do
