@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <string>
@@ -29,6 +30,8 @@ namespace {
 // Room for the netlink and nfqueue headers and every attribute besides the payload (timestamps,
 // hardware address, security context...), so a full copy_range payload never truncates a message.
 constexpr size_t kMessageOverhead = 16 * 1024;
+// Queued packets read per system call.
+constexpr size_t kReceiveBatch = 16;
 // One batch of verdicts: ~40 bytes each, so about 1600 per sendmsg; far below the socket's send
 // buffer, which a kernel-bound netlink message must fit in.
 constexpr size_t kBatchLimit = 64 * 1024;
@@ -53,6 +56,10 @@ struct NfQueue::State {
   uint16_t last_queue = 0;
   uint32_t seq = 0;
   std::vector<uint8_t> recv_buf;
+  // recvmmsg buffers, each recv_buf.size(): allocated on the first Receive, reused after.
+  std::vector<std::vector<uint8_t>> recv_bufs;
+  std::vector<iovec> iovecs;
+  std::vector<mmsghdr> headers;
   // mnl_nlmsg_batch wants twice its limit: the message that overflows the limit is written past
   // it and moved to the front by the next reset.
   std::vector<uint8_t> batch_buf;
@@ -305,44 +312,57 @@ Expected<size_t> NfQueue::ReceiveImpl(void (*thunk)(void*, const QueuedPacket&),
   State& s = *state_;
   size_t delivered = 0;
   QueuedPacket packet;
+  // A burst of new flows is read kReceiveBatch messages per system call (recvmmsg), not one.
+  if (s.recv_bufs.empty()) {
+    s.recv_bufs.assign(kReceiveBatch, std::vector<uint8_t>(s.recv_buf.size()));
+    s.iovecs.resize(kReceiveBatch);
+    s.headers.resize(kReceiveBatch);
+  }
   while (delivered < max_packets) {
-    iovec iov{s.recv_buf.data(), s.recv_buf.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    const ssize_t n = recvmsg(s.fd(), &msg, MSG_DONTWAIT);
-    if (n < 0) {
+    const size_t want = std::min<size_t>(kReceiveBatch, max_packets - delivered);
+    for (size_t i = 0; i < want; ++i) {
+      s.iovecs[i] = iovec{s.recv_bufs[i].data(), s.recv_bufs[i].size()};
+      s.headers[i] = mmsghdr{};
+      s.headers[i].msg_hdr.msg_iov = &s.iovecs[i];
+      s.headers[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int got =
+        recvmmsg(s.fd(), s.headers.data(), static_cast<unsigned>(want), MSG_DONTWAIT, nullptr);
+    if (got < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
       if (errno == ENOBUFS) {
         ++s.counters.enobufs;
         continue;
       }
-      return Unexpected(Error::System("NFQUEUE: recvmsg", errno));
+      return Unexpected(Error::System("NFQUEUE: recvmmsg", errno));
     }
-    if ((msg.msg_flags & MSG_TRUNC) != 0) {
-      ++s.counters.parse_errors;  // cannot happen with the buffer sized at Open; counted if it does
-      continue;
-    }
-    int len = static_cast<int>(n);
-    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(s.recv_buf.data()); mnl_nlmsg_ok(nlh, len);
-         nlh = mnl_nlmsg_next(nlh, &len)) {
-      if (nlh->nlmsg_type == NLMSG_ERROR) {
-        // Verdicts are sent without NLM_F_ACK, so any reply is a refusal (ENOENT: unknown id).
-        const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
-        if (err->error != 0) ++s.counters.verdict_errors;
+    for (int m = 0; m < got; ++m) {
+      if ((s.headers[m].msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+        ++s.counters.parse_errors;  // cannot happen with buffers sized at Open; counted if it does
         continue;
       }
-      if (!IsPacketMessage(nlh)) continue;
-      if (!s.ParsePacket(nlh, packet)) {
-        ++s.counters.parse_errors;
-        continue;
+      int len = static_cast<int>(s.headers[m].msg_len);
+      for (auto* nlh = reinterpret_cast<const nlmsghdr*>(s.recv_bufs[m].data());
+           mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        if (nlh->nlmsg_type == NLMSG_ERROR) {
+          // Verdicts are sent without NLM_F_ACK, so any reply is a refusal (ENOENT: unknown id).
+          const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+          if (err->error != 0) ++s.counters.verdict_errors;
+          continue;
+        }
+        if (!IsPacketMessage(nlh)) continue;
+        if (!s.ParsePacket(nlh, packet)) {
+          ++s.counters.parse_errors;
+          continue;
+        }
+        s.TrackId(packet.queue, packet.packet_id);
+        ++s.counters.received;
+        ++delivered;
+        thunk(ctx, packet);
       }
-      s.TrackId(packet.queue, packet.packet_id);
-      ++s.counters.received;
-      ++delivered;
-      thunk(ctx, packet);
     }
+    if (static_cast<size_t>(got) < want) break;  // drained
   }
   return delivered;
 }
