@@ -59,18 +59,6 @@ bool IsRuleName(std::string_view name) {
   });
 }
 
-// "80" -> 80; digits only, at most 65535.
-std::optional<uint16_t> ParsePortNumber(std::string_view text) {
-  if (text.empty() || text.size() > 5) return std::nullopt;
-  uint32_t n = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    n = n * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (n > 65535) return std::nullopt;
-  return static_cast<uint16_t>(n);
-}
-
 std::optional<PortRange> ParsePortRange(const toml::node& node) {
   if (const auto* number = node.as_integer()) {
     if (number->get() < 0 || number->get() > 65535) return std::nullopt;
@@ -81,8 +69,9 @@ std::optional<PortRange> ParsePortRange(const toml::node& node) {
   if (text == nullptr) return std::nullopt;
   std::string_view s = text->get();
   size_t dash = s.find('-');
-  auto first = ParsePortNumber(s.substr(0, dash));
-  auto last = dash == std::string_view::npos ? first : ParsePortNumber(s.substr(dash + 1));
+  auto first = toml_report::ParseDecimalUint16(s.substr(0, dash));
+  auto last =
+      dash == std::string_view::npos ? first : toml_report::ParseDecimalUint16(s.substr(dash + 1));
   if (!first || !last || *first > *last) return std::nullopt;
   return PortRange{*first, *last};
 }

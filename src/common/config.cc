@@ -140,18 +140,6 @@ bool IsSha256Hex(std::string_view text) {
          });
 }
 
-// "7" -> 7; digits only, at most 65535.
-std::optional<uint16_t> ParseQueueNumber(std::string_view text) {
-  if (text.empty() || text.size() > 5) return std::nullopt;
-  uint32_t n = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    n = n * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (n > 65535) return std::nullopt;
-  return static_cast<uint16_t>(n);
-}
-
 void ReadQueues(const toml::node& node, QueueRange* out, Problems& problems) {
   constexpr std::string_view kExpected =
       "a queue number from 0 to 65535 or a range like \"0-3\" (first <= last)";
@@ -164,8 +152,10 @@ void ReadQueues(const toml::node& node, QueueRange* out, Problems& problems) {
   } else if (const auto* text = node.as_string()) {
     std::string_view s = text->get();
     size_t dash = s.find('-');
-    auto first = ParseQueueNumber(s.substr(0, dash));
-    auto last = dash == std::string_view::npos ? first : ParseQueueNumber(s.substr(dash + 1));
+    auto first = toml_report::ParseDecimalUint16(s.substr(0, dash));
+    auto last = dash == std::string_view::npos
+                    ? first
+                    : toml_report::ParseDecimalUint16(s.substr(dash + 1));
     if (first && last && *first <= *last) {
       *out = QueueRange{*first, *last};
       return;

@@ -206,4 +206,15 @@ Expected<std::string> ReadSmallFile(const std::string& path, size_t max_bytes,
   return text;
 }
 
+std::optional<uint16_t> ParseDecimalUint16(std::string_view text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  uint32_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (n > 65535) return std::nullopt;
+  return static_cast<uint16_t>(n);
+}
+
 }  // namespace tollgate::toml_report

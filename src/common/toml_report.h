@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,6 +64,9 @@ std::string Must(std::string_view name, std::string_view expected, const toml::n
 // The tail of an "unknown key" message: `; did you mean "port"?` for a near miss of one of
 // `known`, else `; expected one of: a, b, c`.
 std::string KeyHint(std::string_view key, std::span<const std::string_view> known);
+
+// "80" -> 80: decimal digits only, at most 65535 (ports, queue numbers). No sign, no spaces.
+std::optional<uint16_t> ParseDecimalUint16(std::string_view text);
 
 // Parses a whole document. A syntax error becomes kMalformed `file:line:col: description`.
 Expected<toml::table> ParseToml(std::string_view text, const std::string& source_name);

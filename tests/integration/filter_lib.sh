@@ -132,12 +132,16 @@ byte_server() {  # byte_server PORT: IPv4; writes one byte ("x") on accept, clos
   must "one-byte server on port $1 listens" wait_until 5000 _listening -t "$1"
 }
 
-# tcp_try HOST PORT TIMEOUT_S: runs inside NS (via bash -c); sends a line, prints what happened:
-# echoed (the server echoed it: both directions work), refused (RST: "Connection refused"),
-# timeout (no answer within TIMEOUT_S), or other:<socat's error>.
+# tcp_try HOST PORT TIMEOUT_S [SOURCE_PORT]: runs inside NS (via bash -c); sends a line, prints
+# what happened: echoed (the server echoed it: both directions work), refused (RST: "Connection
+# refused"), timeout (no answer within TIMEOUT_S), or other:<socat's error>. With SOURCE_PORT the
+# client binds it, so a test knows the flow's 5-tuple in advance.
 tcp_try() {
-  local host=$1 port=$2 t=$3 msg="tollgate-$RANDOM" addr out err rc=0
+  local host=$1 port=$2 t=$3 sport=${4:-} msg="tollgate-$RANDOM" addr out err rc=0
   if [[ $host == *:* ]]; then addr="TCP6:[$host]:$port"; else addr="TCP4:$host:$port"; fi
+  if [[ -n $sport ]]; then
+    if [[ $host == *:* ]]; then addr+=",bind=[$host]:$sport"; else addr+=",bind=$host:$sport"; fi
+  fi
   err=$(mktemp)
   out=$(printf '%s' "$msg" | timeout -k 1 "$t" socat -t 2 - "$addr" 2>"$err") || rc=$?
   if [[ $out == "$msg" ]]; then

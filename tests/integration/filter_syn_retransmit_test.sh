@@ -49,25 +49,8 @@ raw_syn() {
 # words) goes to $W/NAME.outcome when it ends.
 client() {
   spawn "$W/$1.outcome" "$W/$1.client.log" ip netns exec "$NS" bash -c \
-    "$(declare -f tcp_try_from); tcp_try_from \"\$@\"" _ "$2" "$3" "$4"
+    "$(declare -f tcp_try); tcp_try 127.0.0.1 \"\$2\" \"\$3\" \"\$1\"" _ "$2" "$3" "$4"
   CLIENT_PID=$SPAWNED
-}
-tcp_try_from() {  # like tcp_try, from a fixed source port
-  local sport=$1 port=$2 t=$3 msg="tollgate-$RANDOM" out err rc=0
-  err=$(mktemp)
-  out=$(printf '%s' "$msg" |
-    timeout -k 1 "$t" socat -t 2 - "TCP4:127.0.0.1:$port,bind=127.0.0.1:$sport" 2>"$err") ||
-    rc=$?
-  if [[ $out == "$msg" ]]; then
-    echo echoed
-  elif ((rc == 124 || rc == 137)); then
-    echo timeout
-  elif grep -q 'Connection refused' "$err"; then
-    echo refused
-  else
-    echo "other:rc=$rc:$(tr '\n' ' ' <"$err")"
-  fi
-  rm -f "$err"
 }
 
 spurious() { in_ns nstat -az TcpExtTCPSpuriousRtxHostQueues | awk '$1 == "TcpExtTCPSpuriousRtxHostQueues" { print $2 }'; }
