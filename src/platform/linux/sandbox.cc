@@ -386,25 +386,76 @@ Expected<LandlockPlan> PrepareLandlock() {
 // stderr logging needs. Names missing on an architecture (poll on arm64) are skipped there.
 constexpr const char* kAllowedSyscalls[] = {
     // I/O on descriptors opened before the sandbox, and the event loop.
-    "read", "write", "readv", "writev", "close", "fcntl", "fstat", "epoll_create1", "epoll_ctl",
-    "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "timerfd_create",
-    "timerfd_settime", "timerfd_gettime", "signalfd4",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "close",
+    "fcntl",
+    "fstat",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "signalfd4",
     // Time (normally the vDSO; these are its fallbacks).
-    "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
     // Signals (kill and tgkill are restricted to ourselves below). sigaltstack: ASan's exit path
     // and crash handlers query or set the alternate signal stack of their own thread.
-    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "restart_syscall", "sigaltstack",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "restart_syscall",
+    "sigaltstack",
     // Identity, synchronisation, randomness.
-    "getpid", "gettid", "getuid", "geteuid", "getgid", "getegid", "futex", "sched_yield",
+    "getpid",
+    "gettid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "futex",
+    "sched_yield",
     "getrandom",
     // Memory (mmap and mprotect are restricted below).
-    "brk", "munmap", "mremap", "madvise",
+    "brk",
+    "munmap",
+    "mremap",
+    "madvise",
     // Sockets (socket and socketpair are restricted below). Only AF_UNIX and AF_NETLINK sockets
     // can exist, so connect/bind reach nothing else; Landlock refuses bind on a new path.
-    "connect", "bind", "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
-    "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    "connect",
+    "bind",
+    "shutdown",
+    "getsockopt",
+    "setsockopt",
+    "getsockname",
+    "getpeername",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
     // Leaving.
-    "exit", "exit_group"};
+    "exit",
+    "exit_group",
+#ifdef TOLLGATE_SANITIZER_BUILD
+    // Sanitizer builds only: the sanitizer runtime probes whether memory is readable by writing
+    // it into a pipe (IsAccessibleMemoryRange), which would otherwise kill the sandboxed process.
+    "pipe2",
+#endif
+};
 
 // Allowed only with the argument filters added in BuildFilter(); extra_syscalls may not name them,
 // because an unconditional rule in libseccomp overrides the conditional ones.
