@@ -257,8 +257,9 @@ int ChannelServer::OnConnectionReady(sd_event_source*, int, uint32_t revents, vo
   auto* c = static_cast<Connection*>(userdata);
   ChannelServer* self = c->server;
   if (revents & EPOLLOUT) {
-    self->FlushOutbox(*c);  // may close c
-    if (!self->connections_.contains(c->fd.get()) || !c->outbox.empty()) return 0;
+    const int fd = c->fd.get();  // read before FlushOutbox: closing destroys *c
+    self->FlushOutbox(*c);
+    if (!self->connections_.contains(fd) || !c->outbox.empty()) return 0;
   }
   if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) self->ReadMessages(*c);
   return 0;

@@ -392,6 +392,32 @@ TEST_F(ChannelTest, PeerThatNeverReadsIsThrottledNotBuffered) {
       << "the stuck peer's questions are not read while its replies are not taken";
 }
 
+TEST_F(ChannelTest, PeerThatLeavesWithRepliesQueuedIsClosedCleanly) {
+  StartServer();
+  UniqueFd greedy = RawConnect();
+  MessageBuilder b;
+  b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "greedy"});
+  auto h = b.Finish();
+  ASSERT_GT(::send(greedy.get(), h.data(), h.size(), 0), 0);
+  ::fcntl(greedy.get(), F_SETFL, O_NONBLOCK);
+  int refused_sends = 0;
+  for (int round = 0; round < 5000 && refused_sends < 50; ++round) {
+    for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
+    auto m = b.Finish();
+    if (::send(greedy.get(), m.data(), m.size(), MSG_DONTWAIT) < 0) ++refused_sends;
+    sd_event_run(loop_, 0);
+  }
+  ASSERT_EQ(server_->connection_count(), 1u);
+  // The server now holds replies it could not send; the peer goes away without taking them.
+  greedy.Reset();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 0; }));
+  // And the server still serves.
+  StartClient();
+  uint64_t id = client_->Ask(Question(23));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+}
+
 TEST_F(ChannelTest, DnsObservationsReachTheAnalyzerAndAreNeverHeld) {
   StartServer();
   StartClient();
