@@ -36,6 +36,7 @@
 #include "flow/flow_table.h"
 #include "flow/packet.h"
 #include "ipc/channel_client.h"
+#include "ipc/event_time.h"
 #include "platform/linux/iptables.h"
 #include "platform/linux/nfqueue.h"
 #include "platform/linux/peer_credentials.h"
@@ -389,14 +390,7 @@ class Filter {
 
   void ArmTableTimer() {
     std::optional<MonoTime> next = table_->NextTimer();
-    if (!next) return;
-    int enabled = SD_EVENT_OFF;
-    uint64_t armed = 0;
-    sd_event_source_get_enabled(table_timer_, &enabled);
-    sd_event_source_get_time(table_timer_, &armed);
-    if (enabled != SD_EVENT_OFF && armed <= ToUsec(*next)) return;
-    sd_event_source_set_time(table_timer_, ToUsec(*next));
-    sd_event_source_set_enabled(table_timer_, SD_EVENT_ONESHOT);
+    if (next) ipc::ArmNoLaterThan(table_timer_, *next);
   }
   static int OnTableTimer(sd_event_source*, uint64_t, void* self) {
     auto* f = static_cast<Filter*>(self);
@@ -476,11 +470,7 @@ class Filter {
     sd_event_unref(loop_);
   }
 
-  MonoTime Now() const {
-    uint64_t usec = 0;
-    sd_event_now(loop_, CLOCK_MONOTONIC, &usec);
-    return FromUsec(usec);
-  }
+  MonoTime Now() const { return ipc::LoopNow(loop_); }
 
   Config config_;
   Flags flags_;

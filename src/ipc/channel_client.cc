@@ -8,6 +8,7 @@
 #include <random>
 
 #include "common/log.h"
+#include "ipc/event_time.h"
 
 namespace tollgate::ipc {
 
@@ -108,11 +109,7 @@ ChannelClient::~ChannelClient() {
   sd_event_unref(loop_);
 }
 
-MonoTime ChannelClient::Now() const {
-  uint64_t usec = 0;
-  sd_event_now(loop_, CLOCK_MONOTONIC, &usec);
-  return FromUsec(usec);
-}
+MonoTime ChannelClient::Now() const { return LoopNow(loop_); }
 
 void ChannelClient::Start() {
   if (status_.state == ChannelState::kIdle) Connect();
@@ -487,15 +484,8 @@ void ChannelClient::ArmDeadlineTimer() {
     sd_event_add_time(loop_, &deadline_source_, CLOCK_MONOTONIC, when, 1000, OnDeadline, this);
     return;
   }
-  // Re-programming the timer for every question would cost a system call per question; it only
-  // has to move when the earliest deadline is earlier than what it is set to.
-  int enabled = SD_EVENT_OFF;
-  uint64_t armed = 0;
-  sd_event_source_get_enabled(deadline_source_, &enabled);
-  sd_event_source_get_time(deadline_source_, &armed);
-  if (enabled != SD_EVENT_OFF && armed <= when) return;
-  sd_event_source_set_time(deadline_source_, when);
-  sd_event_source_set_enabled(deadline_source_, SD_EVENT_ONESHOT);
+  // Not re-programmed for every question: only when the earliest deadline moves earlier.
+  ArmNoLaterThan(deadline_source_, *next);
 }
 
 int ChannelClient::OnDeadline(sd_event_source*, uint64_t, void* self) {

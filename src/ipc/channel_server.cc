@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "ipc/datagram_reader.h"
+#include "ipc/event_time.h"
 
 namespace tollgate::ipc {
 namespace {
@@ -156,11 +157,7 @@ ChannelServer::~ChannelServer() {
   sd_event_unref(loop_);
 }
 
-MonoTime ChannelServer::Now() const {
-  uint64_t usec = 0;
-  sd_event_now(loop_, CLOCK_MONOTONIC, &usec);
-  return FromUsec(usec);
-}
+MonoTime ChannelServer::Now() const { return LoopNow(loop_); }
 
 Status ChannelServer::Start() {
   int r = sd_event_add_io(loop_, &listen_source_, listen_fd_.get(), EPOLLIN, OnListenReady, this);

@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "ipc/channel_client.h"
 #include "ipc/codec.h"
+#include "ipc/event_time.h"
 #include "platform/linux/peer_credentials.h"
 
 namespace {
@@ -163,11 +164,7 @@ struct Tally {
   int64_t max_over_deadline_us = 0;
 };
 
-MonoTime Now(sd_event* loop) {
-  uint64_t us = 0;
-  sd_event_now(loop, CLOCK_MONOTONIC, &us);
-  return FromUsec(us);
-}
+MonoTime Now(sd_event* loop) { return ipc::LoopNow(loop); }
 
 std::string JsonEscape(std::string_view text) {
   std::string out;
