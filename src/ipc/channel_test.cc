@@ -129,6 +129,25 @@ class ChannelTest : public ::testing::Test {
     return fd;
   }
 
+  // Connects, says Hello, then floods questions without ever reading a verdict, until the
+  // server stops taking them (50 refused sends) or 5,000 rounds pass. Returns the refused sends.
+  int FloodWithoutReading(UniqueFd& greedy) {
+    greedy = RawConnect();
+    MessageBuilder b;
+    b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "greedy"});
+    auto h = b.Finish();
+    if (::send(greedy.get(), h.data(), h.size(), 0) <= 0) return -1;
+    ::fcntl(greedy.get(), F_SETFL, O_NONBLOCK);
+    int refused_sends = 0;
+    for (int round = 0; round < 5000 && refused_sends < 50; ++round) {
+      for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
+      auto m = b.Finish();
+      if (::send(greedy.get(), m.data(), m.size(), MSG_DONTWAIT) < 0) ++refused_sends;
+      sd_event_run(loop_, 0);
+    }
+    return refused_sends;
+  }
+
   static inline int counter_ = 0;
   sd_event* loop_ = nullptr;
   std::filesystem::path dir_;
@@ -365,21 +384,9 @@ TEST_F(ChannelTest, OtherMajorVersionIsRefusedWithReason) {
 
 TEST_F(ChannelTest, PeerThatNeverReadsIsThrottledNotBuffered) {
   StartServer();
-  UniqueFd greedy = RawConnect();
-  MessageBuilder b;
-  b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "greedy"});
-  auto h = b.Finish();
-  ASSERT_GT(::send(greedy.get(), h.data(), h.size(), 0), 0);
-  // Flood questions without ever reading a verdict.
-  ::fcntl(greedy.get(), F_SETFL, O_NONBLOCK);
-  int refused_sends = 0;
-  for (int round = 0; round < 5000 && refused_sends < 50; ++round) {
-    for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
-    auto m = b.Finish();
-    if (::send(greedy.get(), m.data(), m.size(), MSG_DONTWAIT) < 0) ++refused_sends;
-    sd_event_run(loop_, 0);
-  }
-  ASSERT_EQ(refused_sends, 50) << "the daemon must stop taking work from a peer that never reads";
+  UniqueFd greedy;
+  ASSERT_EQ(FloodWithoutReading(greedy), 50)
+      << "the daemon must stop taking work from a peer that never reads";
   RunFor(milliseconds(50));
   int answered_while_stuck = analyzer_.decided;
   // The real filter is still served promptly.
@@ -394,19 +401,8 @@ TEST_F(ChannelTest, PeerThatNeverReadsIsThrottledNotBuffered) {
 
 TEST_F(ChannelTest, PeerThatLeavesWithRepliesQueuedIsClosedCleanly) {
   StartServer();
-  UniqueFd greedy = RawConnect();
-  MessageBuilder b;
-  b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "greedy"});
-  auto h = b.Finish();
-  ASSERT_GT(::send(greedy.get(), h.data(), h.size(), 0), 0);
-  ::fcntl(greedy.get(), F_SETFL, O_NONBLOCK);
-  int refused_sends = 0;
-  for (int round = 0; round < 5000 && refused_sends < 50; ++round) {
-    for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
-    auto m = b.Finish();
-    if (::send(greedy.get(), m.data(), m.size(), MSG_DONTWAIT) < 0) ++refused_sends;
-    sd_event_run(loop_, 0);
-  }
+  UniqueFd greedy;
+  ASSERT_EQ(FloodWithoutReading(greedy), 50);
   ASSERT_EQ(server_->connection_count(), 1u);
   // The server now holds replies it could not send; the peer goes away without taking them.
   greedy.Reset();
