@@ -9,8 +9,10 @@
 //   - a deny or reject is remembered (the kernel forgets it: a dropped first packet takes its
 //     conntrack entry with it), so the retransmitted SYN or next datagram gets the same verdict
 //     without another question;
-//   - inspect(n): the handshake passes, the client's first payload bytes are held until n bytes
-//     or inspect_wait, then the flow is asked about again with those bytes;
+//   - inspect(n): the handshake passes, the client's first payload packets are held until they
+//     carry at least n bytes or inspect_wait ends, then the flow is asked about again with every
+//     byte of those packets (up to inspect_max_bytes); so inspect(1) means "ask again with the
+//     first data packet, whole";
 //   - memory is bounded by max_pending flows and max_held packets per flow; past the bounds the
 //     fallback policy applies and is counted.
 #pragma once

@@ -139,13 +139,31 @@ TEST_F(FlowTableTest, InspectLetsTheHandshakeThroughThenAsksWithTheFirstBytes) {
   auto again = Packet(t, Tcp(1, hello2));
   ASSERT_TRUE(again.has_value());
   EXPECT_NE(again->id, q->id);
-  EXPECT_EQ(std::string(again->payload.begin(), again->payload.end()), "hello w");
+  EXPECT_EQ(std::string(again->payload.begin(), again->payload.end()), "hello world")
+      << "the whole held packet, not just the 7 bytes asked for";
   size_t before = sink_.released.size();
   t.OnDecision(again->id, Action::kDeny, 0, CacheScope::kFlow, clock_.Now());
   ASSERT_EQ(sink_.released.size(), before + 2);
   EXPECT_EQ(sink_.released.back().second, Release::kDeny);
   EXPECT_EQ(t.counters().inspections, 1u);
   EXPECT_EQ(t.pending(), 0u);
+}
+
+TEST_F(FlowTableTest, InspectKeepsNoMoreThanInspectMaxBytes) {
+  FlowTableOptions o;
+  o.inspect_max_bytes = 5;
+  FlowTable t = Make(o);
+  auto q = Packet(t, Tcp(1));
+  t.OnDecision(q->id, Action::kInspect, 1, CacheScope::kFlow, clock_.Now());
+  const uint8_t first[] = {'a', 'b', 'c'};
+  auto again = Packet(t, Tcp(1, first));
+  ASSERT_TRUE(again.has_value()) << "inspect(1): the first data packet is enough to ask";
+  EXPECT_EQ(again->payload.size(), 3u);
+  t.OnDecision(again->id, Action::kInspect, 5, CacheScope::kFlow, clock_.Now());
+  const uint8_t second[] = {'d', 'e', 'f', 'g'};
+  auto third = Packet(t, Tcp(1, second));
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(std::string(third->payload.begin(), third->payload.end()), "abcde");
 }
 
 TEST_F(FlowTableTest, InspectAsksWithWhatItHasWhenTheWaitIsOver) {
