@@ -1,5 +1,8 @@
 #include "analysis/rule_table.h"
 
+#include <fnmatch.h>
+#include <pwd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -11,6 +14,7 @@
 #include <unordered_map>
 
 // Keeps the default TOML_EXCEPTIONS=1 (see common/toml_report.h).
+#include <re2/re2.h>
 #include <toml++/toml.h>
 
 #include "common/toml_report.h"
@@ -25,19 +29,10 @@ using toml_report::Quote;
 
 // --- rule file vocabulary ---
 
-constexpr std::string_view kRuleKeys[] = {"name", "action", "priority", "protocol",
-                                          "port", "ip",     "cidr",     "direction"};
-
-// Keys the analysis engine (issue 4) gives a meaning. Refused by name so that a rule written for
-// it fails loudly here instead of being applied without the condition, which would widen it.
-constexpr std::string_view kLaterConditions[] = {"host", "user", "uid",         "exe",
-                                                 "unit", "list", "app_protocol"};
-constexpr std::string_view kLaterLifetime[] = {"expires", "once"};
-constexpr std::string_view kLaterOther[] = {"on_unknown"};
-
-bool OneOf(std::string_view key, std::span<const std::string_view> keys) {
-  return std::find(keys.begin(), keys.end(), key) != keys.end();
-}
+constexpr std::string_view kRuleKeys[] = {
+    "name", "action",    "priority",     "protocol", "port", "ip",
+    "cidr", "direction", "host",         "list",     "user", "uid",
+    "exe",  "unit",      "app_protocol", "expires",  "once", "on_unknown"};
 
 struct NamedProtocol {
   std::string_view name;
@@ -47,6 +42,13 @@ constexpr NamedProtocol kProtocols[] = {{"tcp", ipproto::kTcp},
                                         {"udp", ipproto::kUdp},
                                         {"icmp", ipproto::kIcmp},
                                         {"icmpv6", ipproto::kIcmpV6}};
+
+bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
 
 bool HasPorts(uint8_t protocol) { return protocol == ipproto::kTcp || protocol == ipproto::kUdp; }
 
@@ -76,11 +78,22 @@ std::optional<PortRange> ParsePortRange(const toml::node& node) {
   return PortRange{*first, *last};
 }
 
+std::optional<uint32_t> LookUpUser(const std::string& name) {
+  struct passwd entry;
+  struct passwd* found = nullptr;
+  std::vector<char> buffer(16384);
+  if (getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return std::nullopt;
+  }
+  return found->pw_uid;
+}
+
 // Reads one [[rule]] table into a Rule, reporting every problem it has.
 class RuleReader {
  public:
-  RuleReader(const std::string& source, Problems& problems)
-      : source_(source), problems_(problems) {}
+  RuleReader(const std::string& source, const RuleLoadContext& context, Problems& problems)
+      : source_(source), context_(context), problems_(problems) {}
 
   // `index` counts rules in the file from 1, to name a rule that has no usable name.
   Rule Read(const toml::table& entry, size_t index) {
@@ -92,6 +105,7 @@ class RuleReader {
     const toml::node* port_node = nullptr;
     const toml::node* ip_node = nullptr;
     const toml::node* cidr_node = nullptr;
+    const toml::node* on_unknown_node = nullptr;
     for (auto&& [key, node] : entry) {
       const std::string k(key.str());
       if (k == "name") continue;  // read first, above: every other message names the rule
@@ -112,16 +126,31 @@ class RuleReader {
         ReadAddresses(node, /*networks=*/true, rule);
       } else if (k == "direction") {
         ReadDirection(node, rule);
-      } else if (OneOf(k, kLaterConditions)) {
-        AddAt(key.source().begin,
-              k + " is not supported by this version yet; applying the rule without it would "
-                  "match flows it was not meant to");
-      } else if (OneOf(k, kLaterLifetime)) {
-        AddAt(key.source().begin,
-              k + " is not supported by this version yet; applying the rule without it would "
-                  "keep it in force longer than meant");
-      } else if (OneOf(k, kLaterOther)) {
-        AddAt(key.source().begin, k + " is not supported by this version yet");
+      } else if (k == "host") {
+        ReadHosts(node, rule);
+      } else if (k == "list") {
+        ReadLists(node, rule);
+      } else if (k == "user") {
+        ReadUsers(node, rule);
+      } else if (k == "uid") {
+        ReadUids(node, rule);
+      } else if (k == "exe") {
+        ReadPaths(node, "exe", /*absolute=*/true, rule.exes);
+      } else if (k == "unit") {
+        ReadPaths(node, "unit", /*absolute=*/false, rule.units);
+      } else if (k == "app_protocol") {
+        ReadAppProtocols(node, rule);
+      } else if (k == "expires") {
+        ReadExpires(node, rule);
+      } else if (k == "once") {
+        if (const auto* value = node.as_boolean()) {
+          rule.once = value->get();
+        } else {
+          Must(node, "once", "true or false");
+        }
+      } else if (k == "on_unknown") {
+        on_unknown_node = &node;
+        rule.on_unknown = ReadActionValue(node, "on_unknown");
       } else {
         AddAt(key.source().begin, "unknown key " + Quote(k) + toml_report::KeyHint(k, kRuleKeys));
       }
@@ -134,6 +163,11 @@ class RuleReader {
       AddAt(later->source().begin,
             "use either ip or cidr, not both (both match the remote address; cidr also takes "
             "plain addresses)");
+    }
+    if (on_unknown_node != nullptr && !rule.HasFactConditions()) {
+      AddAt(on_unknown_node->source().begin,
+            "on_unknown has no effect: the rule has no host, list, user, uid, exe, unit or "
+            "app_protocol condition whose fact could be unknown");
     }
     if (port_node != nullptr && !rule.ports.empty()) {
       for (uint8_t protocol : rule.protocols) {
@@ -170,17 +204,166 @@ class RuleReader {
   }
 
   void ReadAction(const toml::node& node, Rule& rule) {
+    if (auto action = ReadActionValue(node, "action")) rule.action = *action;
+  }
+
+  std::optional<Action> ReadActionValue(const toml::node& node, std::string_view key) {
     const auto* value = node.as_string();
     std::string_view text = value != nullptr ? std::string_view(value->get()) : "";
-    if (text == "allow") {
-      rule.action = Action::kAllow;
-    } else if (text == "deny") {
-      rule.action = Action::kDeny;
-    } else if (text == "reject") {
-      rule.action = Action::kReject;
-    } else {
-      Must(node, "action", "\"allow\", \"deny\" or \"reject\"");
+    if (text == "allow") return Action::kAllow;
+    if (text == "deny") return Action::kDeny;
+    if (text == "reject") return Action::kReject;
+    Must(node, key, "\"allow\", \"deny\" or \"reject\"");
+    return std::nullopt;
+  }
+
+  void ReadHosts(const toml::node& node, Rule& rule) {
+    ForOneOrEach(node, "host", "host", [&](const toml::node& one) {
+      const auto* value = one.as_string();
+      std::string error;
+      std::optional<HostPattern> pattern;
+      if (value != nullptr) pattern = HostPattern::Parse(value->get(), &error);
+      if (!pattern) {
+        if (value == nullptr || error.empty()) {
+          Must(one, "host",
+               "a name (\"example.com\"), \"*.\" and a name for the names below it, or "
+               "\"/regex/\", or a list of them");
+        } else {
+          AddAt(one.source().begin, "host " + Quote(value->get()) + ": " + error);
+        }
+        return;
+      }
+      rule.hosts.push_back(std::move(*pattern));
+    });
+  }
+
+  void ReadLists(const toml::node& node, Rule& rule) {
+    ForOneOrEach(node, "list", "list", [&](const toml::node& one) {
+      const auto* value = one.as_string();
+      if (value == nullptr) {
+        Must(one, "list", "the name of a blocklist from [blocklists] in the settings");
+        return;
+      }
+      const auto* lists = context_.blocklists;
+      auto it = lists != nullptr ? lists->find(value->get()) : decltype(lists->end()){};
+      if (lists == nullptr || it == lists->end()) {
+        std::string known;
+        if (lists != nullptr) {
+          for (const auto& [name, list] : *lists) known += (known.empty() ? "" : ", ") + name;
+        }
+        AddAt(
+            one.source().begin,
+            "no blocklist named " + Quote(value->get()) +
+                (known.empty() ? std::string("; none is configured ([blocklists] in the settings)")
+                               : "; configured: " + known));
+        return;
+      }
+      rule.lists.push_back(it->second);
+    });
+  }
+
+  void ReadUsers(const toml::node& node, Rule& rule) {
+    ForOneOrEach(node, "user", "user", [&](const toml::node& one) {
+      const auto* value = one.as_string();
+      if (value == nullptr || value->get().empty()) {
+        Must(one, "user", "a user name, or a list of them (numbers go in uid)");
+        return;
+      }
+      std::optional<uint32_t> uid =
+          context_.lookup_user ? context_.lookup_user(value->get()) : LookUpUser(value->get());
+      if (!uid) {
+        AddAt(one.source().begin, "no user named " + Quote(value->get()) +
+                                      " on this system (a rule for a user who does not exist "
+                                      "would silently match nothing)");
+        return;
+      }
+      rule.uids.push_back(*uid);
+    });
+  }
+
+  void ReadUids(const toml::node& node, Rule& rule) {
+    ForOneOrEach(node, "uid", "uid", [&](const toml::node& one) {
+      const auto* value = one.as_integer();
+      if (value == nullptr || value->get() < 0 || value->get() >= int64_t{kUnknownId}) {
+        Must(one, "uid", "a user id from 0 to 4294967294, or a list of them");
+        return;
+      }
+      rule.uids.push_back(static_cast<uint32_t>(value->get()));
+    });
+  }
+
+  void ReadPaths(const toml::node& node, std::string_view key, bool absolute,
+                 std::vector<std::string>& out) {
+    ForOneOrEach(node, key, key, [&](const toml::node& one) {
+      const auto* value = one.as_string();
+      const bool ok = value != nullptr && !value->get().empty() && value->get().size() <= 4096 &&
+                      value->get().find('\0') == std::string::npos &&
+                      (!absolute || value->get()[0] == '/');
+      if (!ok) {
+        Must(one, key,
+             absolute ? "an absolute path or glob (\"/usr/bin/curl\", \"/opt/*/bin/*\"), or a "
+                        "list of them"
+                      : "a unit name or glob (\"sshd.service\", \"user@*.service\"), or a list "
+                        "of them");
+        return;
+      }
+      out.push_back(value->get());
+    });
+  }
+
+  void ReadAppProtocols(const toml::node& node, Rule& rule) {
+    ForOneOrEach(node, "app_protocol", "app_protocol", [&](const toml::node& one) {
+      const auto* value = one.as_string();
+      if (value == nullptr || value->get().empty()) {
+        Must(one, "app_protocol", "a protocol name such as \"TLS\" or \"BitTorrent\"");
+        return;
+      }
+      const AppClassifier* classifier = context_.classifier;
+      if (classifier == nullptr) {
+        AddAt(one.source().begin,
+              "app_protocol needs the protocol classifier (nDPI), which is not available");
+        return;
+      }
+      if (EqualsIgnoringCase(value->get(), "Unknown")) {
+        AddAt(one.source().begin,
+              "app_protocol \"Unknown\" never matches: a flow the classifier cannot name is "
+              "decided by on_unknown");
+        return;
+      }
+      if (!classifier->KnowsProtocol(value->get())) {
+        std::string suggestion = classifier->Suggest(value->get());
+        AddAt(
+            one.source().begin,
+            "unknown app_protocol " + Quote(value->get()) +
+                (suggestion.empty() ? std::string() : "; did you mean " + Quote(suggestion) + "?"));
+        return;
+      }
+      rule.app_protocols.push_back(value->get());
+    });
+  }
+
+  void ReadExpires(const toml::node& node, Rule& rule) {
+    const auto* value = node.as_date_time();
+    if (value != nullptr && !value->get().offset) {
+      AddAt(node.source().begin,
+            "expires has no UTC offset; add Z or +hh:mm (a local time would change meaning with "
+            "the machine's time zone)");
+      return;
     }
+    if (value == nullptr) {
+      Must(node, "expires",
+           "a date and time with its offset, like 2026-12-31T18:00:00Z or "
+           "2026-12-31T19:00:00+01:00");
+      return;
+    }
+    const toml::date_time& when = value->get();
+    const std::chrono::year_month_day day{std::chrono::year{when.date.year},
+                                          std::chrono::month{when.date.month},
+                                          std::chrono::day{when.date.day}};
+    auto t = std::chrono::sys_days{day} + std::chrono::hours{when.time.hour} +
+             std::chrono::minutes{when.time.minute} + std::chrono::seconds{when.time.second} -
+             std::chrono::minutes{when.offset->minutes};
+    rule.expires = std::chrono::time_point_cast<WallTime::duration>(t);
   }
 
   void ReadPriority(const toml::node& node, Rule& rule) {
@@ -294,6 +477,7 @@ class RuleReader {
   }
 
   const std::string& source_;
+  const RuleLoadContext& context_;
   Problems& problems_;
   std::string label_;  // `rule "no-telnet"` or `rule #3`: how messages name the rule
 };
@@ -328,6 +512,20 @@ std::string DescribeConditions(const Rule& rule) {
   }
   if (!rule.remote.empty()) {
     part("remote " + JoinLimited(rule.remote, [](const IpNetwork& n) { return n.ToString(); }));
+  }
+  if (!rule.hosts.empty()) {
+    part("host " + JoinLimited(rule.hosts, [](const HostPattern& h) { return h.text; }));
+  }
+  if (!rule.lists.empty()) {
+    part("list " + JoinLimited(rule.lists, [](const auto& l) { return l->name(); }));
+  }
+  if (!rule.uids.empty()) {
+    part("uid " + JoinLimited(rule.uids, [](uint32_t u) { return std::to_string(u); }));
+  }
+  if (!rule.exes.empty()) part("exe " + JoinLimited(rule.exes, [](const auto& e) { return e; }));
+  if (!rule.units.empty()) part("unit " + JoinLimited(rule.units, [](const auto& u) { return u; }));
+  if (!rule.app_protocols.empty()) {
+    part("app_protocol " + JoinLimited(rule.app_protocols, [](const auto& a) { return a; }));
   }
   return out.empty() ? "any flow" : out;
 }
@@ -386,9 +584,113 @@ std::string IpNetwork::ToString() const {
   return address.ToString() + "/" + std::to_string(prefix_len);
 }
 
+// --- HostPattern ---
+
+namespace {
+
+// A DNS name as rules write it: labels of letters, digits, '-' and '_' (seen in real names, e.g.
+// SRV-style and some CDNs), 1-63 bytes each, 253 in all. Folds to lowercase in place.
+bool NormaliseName(std::string& name, std::string* error) {
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  if (name.empty() || name.size() > 253) {
+    *error = "a name must have 1 to 253 characters";
+    return false;
+  }
+  size_t label = 0;
+  for (char& c : name) {
+    if (c == '.') {
+      if (label == 0) {
+        *error = "empty label (two dots, or a leading dot)";
+        return false;
+      }
+      label = 0;
+      continue;
+    }
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+      *error =
+          "names hold letters, digits, '-', '_' and dots; '*' only as \"*.\" at the start, "
+          "and regular expressions are written between slashes: \"/.../\"";
+      return false;
+    }
+    if (++label > 63) {
+      *error = "a label is longer than 63 characters";
+      return false;
+    }
+  }
+  if (label == 0) {
+    *error = "empty label at the end";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<HostPattern> HostPattern::Parse(std::string_view text, std::string* error) {
+  HostPattern pattern;
+  pattern.text = std::string(text);
+  if (text.size() >= 2 && text.front() == '/' && text.back() == '/') {
+    pattern.kind = Kind::kRegex;
+    pattern.key = std::string(text.substr(1, text.size() - 2));
+    if (pattern.key.empty()) {
+      *error = "empty regular expression";
+      return std::nullopt;
+    }
+    RE2::Options options;
+    options.set_case_sensitive(false);
+    options.set_never_capture(true);
+    options.set_log_errors(false);
+    options.set_max_mem(1 << 20);  // a rule file is not a place for a 100 MB automaton
+    auto regex = std::make_shared<const RE2>(pattern.key, options);
+    if (!regex->ok()) {
+      *error = "not a valid RE2 regular expression: " + regex->error();
+      return std::nullopt;
+    }
+    pattern.regex = std::move(regex);
+    return pattern;
+  }
+  if (text.starts_with("*.")) {
+    pattern.kind = Kind::kSuffix;
+    pattern.key = std::string(text.substr(2));
+  } else {
+    pattern.kind = Kind::kExact;
+    pattern.key = std::string(text);
+  }
+  if (!NormaliseName(pattern.key, error)) return std::nullopt;
+  if (pattern.kind == Kind::kExact) pattern.text = pattern.key;
+  if (pattern.kind == Kind::kSuffix) pattern.text = "*." + pattern.key;
+  return pattern;
+}
+
+bool HostPattern::Matches(std::string_view name) const {
+  switch (kind) {
+    case Kind::kExact:
+      return name == key;
+    case Kind::kSuffix:
+      return name.size() > key.size() && name.ends_with(key) &&
+             name[name.size() - key.size() - 1] == '.';
+    case Kind::kRegex:
+      return RE2::FullMatch(name, *regex);
+  }
+  return false;
+}
+
+const char* NameSourceName(NameSource source) {
+  switch (source) {
+    case NameSource::kDns:
+      return "DNS";
+    case NameSource::kSni:
+      return "SNI";
+    case NameSource::kHttpHost:
+      return "Host";
+  }
+  return "?";
+}
+
 // --- Rule ---
 
-bool Rule::Matches(const FlowQuestion& question) const {
+bool Rule::MatchesTuple(const FlowQuestion& question) const {
   const FlowTuple& tuple = question.tuple;
   if (direction && *direction != question.direction) return false;
   if (!protocols.empty() &&
@@ -415,12 +717,74 @@ bool Rule::Matches(const FlowQuestion& question) const {
 
 // --- RuleTable ---
 
+size_t RuleTable::AddressHash::operator()(const IpAddress& ip) const {
+  uint64_t a = 0;
+  uint64_t b = 0;
+  std::memcpy(&a, ip.bytes.data(), 8);
+  std::memcpy(&b, ip.bytes.data() + 8, 8);
+  return std::hash<uint64_t>{}(a * 0x9e3779b97f4a7c15ull ^ b ^ ip.family);
+}
+
+// What trying one rule found, for the reason of the verdict it gives.
+struct RuleTable::Trial {
+  const HostPattern* host = nullptr;  // the pattern a name matched
+  const Blocklist* list = nullptr;    // the list a name is on
+  const KnownName* host_name = nullptr;
+  const KnownName* list_name = nullptr;
+  std::string_view list_entry;    // the entry of `list` that matched
+  const char* unknown = nullptr;  // which fact is missing, when the rule is undecided
+  bool inspect_would_help = false;
+};
+
 RuleTable::RuleTable(std::vector<Rule> rules, Action default_action)
-    : rules_(std::move(rules)), default_action_(default_action) {
-  reasons_.reserve(rules_.size());
-  for (const Rule& rule : rules_) {
-    reasons_.push_back(std::string(ActionName(rule.action)) + ": rule \"" + rule.name + "\" (" +
-                       DescribeConditions(rule) + ")");
+    : rules_(std::move(rules)),
+      used_(new std::atomic<bool>[rules_.size()]),
+      default_action_(default_action) {
+  descriptions_.reserve(rules_.size());
+  tuple_descriptions_.reserve(rules_.size());
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    used_[i].store(false, std::memory_order_relaxed);
+    descriptions_.push_back(DescribeConditions(rules_[i]));
+    Rule tuple_only = rules_[i];
+    tuple_only.hosts.clear();
+    tuple_only.lists.clear();
+    std::string tuple_text = rules_[i].NeedsName() ? DescribeConditions(tuple_only) : "";
+    if (tuple_text == "any flow") tuple_text.clear();
+    tuple_descriptions_.push_back(std::move(tuple_text));
+  }
+  BuildIndex();
+}
+
+void RuleTable::BuildIndex() {
+  for (uint32_t i = 0; i < rules_.size(); ++i) {
+    const Rule& rule = rules_[i];
+    has_name_rules_ = has_name_rules_ || rule.NeedsName();
+    const bool hosts_indexable =
+        !rule.hosts.empty() &&
+        std::none_of(rule.hosts.begin(), rule.hosts.end(),
+                     [](const HostPattern& h) { return h.kind == HostPattern::Kind::kRegex; });
+    const bool address_indexable =
+        !rule.remote.empty() &&
+        std::all_of(rule.remote.begin(), rule.remote.end(), [](const IpNetwork& n) {
+          return n.prefix_len == (n.address.family == 4 ? 32 : 128);
+        });
+    if (hosts_indexable) {
+      // Every name condition must hold, so a rule can only match a flow one of whose names one of
+      // its patterns matches: filing it under each pattern misses nothing.
+      for (const HostPattern& h : rule.hosts) {
+        auto& list =
+            (h.kind == HostPattern::Kind::kExact ? by_exact_host_ : by_host_suffix_)[h.key];
+        if (list.empty() || list.back() != i) list.push_back(i);
+      }
+    } else if (address_indexable && !rule.NeedsName()) {
+      for (const IpNetwork& n : rule.remote) {
+        auto& list = by_address_[n.address];
+        if (list.empty() || list.back() != i) list.push_back(i);
+      }
+    } else {
+      unindexed_.push_back(i);
+    }
+    if (rule.NeedsName() || !hosts_indexable) unindexed_and_named_.push_back(i);
   }
 }
 
@@ -434,7 +798,7 @@ Expected<std::shared_ptr<const RuleTable>> RuleTable::Build(std::vector<Rule> ru
   std::unordered_map<std::string_view, const Rule*> by_name;
   by_name.reserve(rules.size());
   for (const Rule& rule : rules) {
-    if (rule.action == Action::kInspect) {
+    if (rule.action == Action::kInspect || rule.on_unknown == Action::kInspect) {
       return Unexpected(ErrorCode::kInvalidArgument,
                         at(rule) + "rule \"" + rule.name +
                             "\": a rule's action must be allow, deny or reject, not inspect");
@@ -454,6 +818,9 @@ Expected<std::shared_ptr<const RuleTable>> RuleTable::Build(std::vector<Rule> ru
     if (a.priority != b.priority) return a.priority > b.priority;
     return Blocks(a.action) && !Blocks(b.action);
   });
+  if (rules.size() >= UINT32_MAX) {
+    return Unexpected(ErrorCode::kTooLarge, "more than 4294967294 rules");
+  }
   return std::shared_ptr<const RuleTable>(new RuleTable(std::move(rules), default_action));
 }
 
@@ -462,30 +829,242 @@ std::shared_ptr<const RuleTable> RuleTable::Empty(Action default_action) {
   return std::shared_ptr<const RuleTable>(new RuleTable({}, default_action));
 }
 
-const Rule* RuleTable::Match(const FlowQuestion& question) const {
-  for (const Rule& rule : rules_) {
-    if (rule.Matches(question)) return &rule;
+void RuleTable::MarkUsed(std::string_view name) const {
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    if (rules_[i].once && rules_[i].name == name) used_[i].store(true);
   }
-  return nullptr;
+}
+
+void RuleTable::Candidates(FlowFacts& facts, std::vector<uint32_t>& out) const {
+  out.clear();
+  const FlowQuestion& q = facts.question();
+  if (!by_address_.empty()) {
+    const IpAddress& other = q.direction == Direction::kOutbound ? q.tuple.dst : q.tuple.src;
+    if (auto it = by_address_.find(other); it != by_address_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+    }
+  }
+  if (!by_exact_host_.empty() || !by_host_suffix_.empty()) {
+    for (const KnownName& known : facts.names()) {
+      std::string_view name = known.name;
+      if (auto it = by_exact_host_.find(name); it != by_exact_host_.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+      }
+      if (by_host_suffix_.empty()) continue;
+      // Every proper suffix at a label boundary: a.b.example.com -> b.example.com, example.com,
+      // com.
+      for (size_t dot = name.find('.'); dot != std::string_view::npos;
+           dot = name.find('.', dot + 1)) {
+        if (auto it = by_host_suffix_.find(name.substr(dot + 1)); it != by_host_suffix_.end()) {
+          out.insert(out.end(), it->second.begin(), it->second.end());
+        }
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+}
+
+namespace {
+
+bool GlobMatches(const std::vector<std::string>& globs, const std::string& value) {
+  return std::any_of(globs.begin(), globs.end(), [&](const std::string& glob) {
+    return fnmatch(glob.c_str(), value.c_str(), 0) == 0;
+  });
+}
+
+}  // namespace
+
+RuleTable::Tri RuleTable::Try(const Rule& rule, FlowFacts& facts, Trial& trial) const {
+  const FlowQuestion& q = facts.question();
+  if (rule.expires && facts.wall_now() >= *rule.expires) return Tri::kNo;
+  if (!rule.MatchesTuple(q)) return Tri::kNo;
+  bool unknown = false;
+  auto undecided = [&](const char* what, bool inspect_helps) {
+    unknown = true;
+    if (trial.unknown == nullptr) trial.unknown = what;
+    trial.inspect_would_help = trial.inspect_would_help || (inspect_helps && facts.inspectable());
+  };
+  // Cheap facts first; the process lookup last, and only if nothing else has said no.
+  if (!rule.uids.empty() && q.uid != kUnknownId &&
+      std::find(rule.uids.begin(), rule.uids.end(), q.uid) == rule.uids.end()) {
+    return Tri::kNo;
+  }
+  if (rule.NeedsName()) {
+    std::span<const KnownName> names = facts.names();
+    if (names.empty()) {
+      undecided("no name known", /*inspect_helps=*/true);
+    } else {
+      if (!rule.hosts.empty()) {
+        for (const KnownName& known : names) {
+          for (const HostPattern& pattern : rule.hosts) {
+            if (pattern.Matches(known.name)) {
+              trial.host = &pattern;
+              trial.host_name = &known;
+              break;
+            }
+          }
+          if (trial.host != nullptr) break;
+        }
+        if (trial.host == nullptr) return Tri::kNo;
+      }
+      if (!rule.lists.empty()) {
+        for (const KnownName& known : names) {
+          for (const auto& list : rule.lists) {
+            if (auto entry = list->Match(known.name)) {
+              trial.list = list.get();
+              trial.list_name = &known;
+              trial.list_entry = *entry;
+              break;
+            }
+          }
+          if (trial.list != nullptr) break;
+        }
+        if (trial.list == nullptr) return Tri::kNo;
+      }
+    }
+  }
+  if (!rule.app_protocols.empty()) {
+    const AppClassification* app = facts.app();
+    if (app == nullptr) {
+      undecided("no payload to classify", /*inspect_helps=*/true);
+    } else if (app->protocol.empty() || EqualsIgnoringCase(app->protocol, "Unknown")) {
+      undecided("protocol not recognised", false);
+    } else if (app->guessed) {
+      // A guess from the port (junk to 443 is "TLS") must not satisfy an allow rule, and a deny
+      // on a guess is the operator's call: on_unknown says which.
+      undecided("protocol only guessed", false);
+    } else if (std::none_of(rule.app_protocols.begin(), rule.app_protocols.end(),
+                            [&](const std::string& w) { return MatchesAppProtocol(*app, w); })) {
+      return Tri::kNo;
+    }
+  }
+  const bool uid_from_process = !rule.uids.empty() && q.uid == kUnknownId;
+  if (!rule.exes.empty() || !rule.units.empty() || uid_from_process) {
+    const ProcessLookup& lookup = facts.process();
+    if (lookup.state != Attribution::kFound) {
+      undecided(lookup.state == Attribution::kGone ? "process gone" : "process not found", false);
+    } else {
+      const ProcessInfo& p = lookup.process;
+      if (!rule.exes.empty() && !GlobMatches(rule.exes, p.exe)) return Tri::kNo;
+      if (!rule.units.empty() && !GlobMatches(rule.units, p.unit)) return Tri::kNo;
+      if (uid_from_process &&
+          std::find(rule.uids.begin(), rule.uids.end(), p.uid) == rule.uids.end()) {
+        return Tri::kNo;
+      }
+    }
+  }
+  return unknown ? Tri::kUnknown : Tri::kYes;
+}
+
+namespace {
+
+void AppendNamePart(std::string& out, const char* what, const std::string& shown,
+                    const KnownName* known, bool show_name) {
+  if (!out.empty()) out += ' ';
+  out += what;
+  out += shown;
+  out += " via ";
+  out += NameSourceName(known->source);
+  if (show_name) {
+    out += ": ";
+    out += known->name;
+  }
+}
+
+}  // namespace
+
+Decision RuleTable::Decide(FlowFacts& facts) const {
+  thread_local std::vector<uint32_t> hits;
+  Candidates(facts, hits);
+  const bool no_names = has_name_rules_ && facts.names().empty();
+  const std::vector<uint32_t>& base = no_names ? unindexed_and_named_ : unindexed_;
+
+  Decision decision;
+  decision.verdict.id = facts.question().id;
+  decision.verdict.cache = CacheScope::kFlow;
+  // Walks base and hits together in ascending order (= evaluation order).
+  size_t a = 0;
+  size_t b = 0;
+  uint32_t previous = UINT32_MAX;
+  while (a < base.size() || b < hits.size()) {
+    uint32_t index;
+    if (b >= hits.size() || (a < base.size() && base[a] <= hits[b])) {
+      index = base[a++];
+    } else {
+      index = hits[b++];
+    }
+    if (index == previous) continue;
+    previous = index;
+    const Rule& rule = rules_[index];
+    if (rule.once && used_[index].load(std::memory_order_relaxed)) continue;
+    Trial trial;
+    Tri result = Try(rule, facts, trial);
+    if (result == Tri::kNo) continue;
+    Action action = rule.action;
+    if (result == Tri::kUnknown) {
+      if (trial.inspect_would_help) {
+        decision.rule = &rule;
+        decision.verdict.action = Action::kInspect;
+        decision.verdict.inspect_bytes = facts.inspect_bytes();
+        decision.verdict.reason =
+            std::string("inspect: rule \"") + rule.name + "\" (" + descriptions_[index] +
+            ") needs " +
+            (rule.NeedsName() && facts.names().empty() ? "the host name" : "the protocol");
+        return decision;
+      }
+      if (!rule.on_unknown) continue;
+      action = *rule.on_unknown;
+    }
+    // A `once` rule is used by exactly one flow, even when several threads decide at once.
+    if (rule.once && used_[index].exchange(true)) continue;
+    decision.rule = &rule;
+    decision.verdict.action = action;
+    std::string& reason = decision.verdict.reason;
+    reason = std::string(ActionName(action)) + ": rule \"" + rule.name + "\" (";
+    if (result == Tri::kUnknown) {
+      reason += descriptions_[index] + ": " + trial.unknown + ", on_unknown)";
+      return decision;
+    }
+    if (!rule.NeedsName()) {
+      reason += descriptions_[index] + ")";
+      return decision;
+    }
+    std::string parts = tuple_descriptions_[index];
+    if (trial.host != nullptr) {
+      AppendNamePart(parts, "host ", trial.host->text, trial.host_name,
+                     trial.host->kind != HostPattern::Kind::kExact);
+    }
+    if (trial.list != nullptr) {
+      AppendNamePart(parts, "list ", trial.list->name(), trial.list_name, true);
+      if (trial.list_entry != trial.list_name->name) {
+        parts += " (listed: ";
+        parts += trial.list_entry;
+        parts += ')';
+      }
+    }
+    reason += parts + ")";
+    return decision;
+  }
+  decision.verdict.action = default_action_;
+  decision.verdict.reason = kDefaultReason;
+  return decision;
+}
+
+const Rule* RuleTable::Match(const FlowQuestion& question) const {
+  QuestionFacts facts(question);
+  return Decide(facts).rule;
 }
 
 Verdict RuleTable::Decide(const FlowQuestion& question) const {
-  Verdict verdict;
-  verdict.id = question.id;
-  verdict.cache = CacheScope::kFlow;
-  if (const Rule* rule = Match(question)) {
-    verdict.action = rule->action;
-    verdict.reason = reasons_[static_cast<size_t>(rule - rules_.data())];
-  } else {
-    verdict.action = default_action_;
-    verdict.reason = kDefaultReason;
-  }
-  return verdict;
+  QuestionFacts facts(question);
+  return Decide(facts).verdict;
 }
 
 // --- loading ---
 
-Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::string& source_name) {
+Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::string& source_name,
+                                          const RuleLoadContext& context) {
   auto root = toml_report::ParseToml(text, source_name);
   if (!root) return Unexpected(root.error());
 
@@ -505,7 +1084,7 @@ Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::stri
                    toml_report::Must("rule", "an array of tables ([[rule]])", node));
       continue;
     }
-    RuleReader reader(source_name, problems);
+    RuleReader reader(source_name, context, problems);
     // name -> origin, for duplicates within this file; Build checks across files.
     std::unordered_map<std::string, std::string> seen;
     for (size_t i = 0; i < entries->size(); ++i) {
@@ -533,7 +1112,8 @@ Expected<std::vector<Rule>> ParseRuleFile(std::string_view text, const std::stri
 }
 
 Expected<std::shared_ptr<const RuleTable>> LoadRuleFiles(const std::string& dir,
-                                                         Action default_action) {
+                                                         Action default_action,
+                                                         const RuleLoadContext& context) {
   namespace fs = std::filesystem;
   const std::string what = "cannot read rules directory " + dir;
   std::error_code ec;
@@ -564,39 +1144,11 @@ Expected<std::shared_ptr<const RuleTable>> LoadRuleFiles(const std::string& dir,
     std::string path = dir + (dir.ends_with('/') ? "" : "/") + name;
     auto text = toml_report::ReadSmallFile(path, kMaxRuleFileBytes, "rule file");
     if (!text) return Unexpected(text.error());
-    auto file_rules = ParseRuleFile(*text, path);
+    auto file_rules = ParseRuleFile(*text, path, context);
     if (!file_rules) return Unexpected(file_rules.error());
     std::move(file_rules->begin(), file_rules->end(), std::back_inserter(rules));
   }
   return RuleTable::Build(std::move(rules), default_action);
-}
-
-// --- RuleTableAnalyzer ---
-
-RuleTableAnalyzer::RuleTableAnalyzer(std::shared_ptr<const RuleTable> table)
-    : table_(std::move(table)) {
-  TG_CHECK(table_ != nullptr);
-}
-
-Verdict RuleTableAnalyzer::Decide(const FlowQuestion& question) {
-  // The local reference keeps this table alive for the whole decision even if Replace() runs now.
-  std::shared_ptr<const RuleTable> table = Current();
-  return table->Decide(question);
-}
-
-void RuleTableAnalyzer::Replace(std::shared_ptr<const RuleTable> table) {
-  TG_CHECK(table != nullptr);
-  {
-    std::lock_guard lock(mutex_);
-    table_.swap(table);
-  }
-  // `table` now holds the old one; if this was its last user it is freed here, outside the lock,
-  // so deciding threads never wait for a large table's destruction.
-}
-
-std::shared_ptr<const RuleTable> RuleTableAnalyzer::Current() const {
-  std::lock_guard lock(mutex_);
-  return table_;
 }
 
 }  // namespace tollgate::analysis

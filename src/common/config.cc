@@ -212,6 +212,28 @@ void ReadAllowExe(const toml::node& node, std::vector<AllowedExe>* out, Problems
   }
 }
 
+// [blocklists]: any key is a list name (it appears in verdict reasons, so the rule-name
+// alphabet), any value the absolute path of the list.
+void ReadBlocklists(const toml::table& table, std::map<std::string, std::string>* out,
+                    Problems& problems) {
+  for (auto&& [key, node] : table) {
+    std::string_view name = key.str();
+    const bool name_ok =
+        !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+        });
+    if (!name_ok) {
+      problems.Add(key.source().begin,
+                   "blocklist name " + toml_report::Quote(name) +
+                       " must be 1 to 64 letters, digits, \"-\", \"_\" or \".\"");
+      continue;
+    }
+    std::string path;
+    ReadAbsolutePath(node, "blocklists." + std::string(name), &path, problems);
+    if (!path.empty()) (*out)[std::string(name)] = path;
+  }
+}
+
 constexpr Choice<LogLevel> kLogLevels[] = {
     {"error", LogLevel::kError}, {"warning", LogLevel::kWarning}, {"notice", LogLevel::kNotice},
     {"info", LogLevel::kInfo},   {"debug", LogLevel::kDebug},
@@ -331,6 +353,9 @@ Expected<Config> ParseConfig(std::string_view text, const std::string& source_na
       {"filter",
        Section("filter", problems,
                [&](const toml::table& t) { ReadFields(t, "filter.", filter_fields, problems); })},
+      {"blocklists",
+       Section("blocklists", problems,
+               [&](const toml::table& t) { ReadBlocklists(t, &config.blocklists, problems); })},
   };
   ReadFields(*root, "", root_fields, problems);
   if (problems.any()) return Unexpected(problems.ToError());

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,9 @@ struct Config {
   TollgateSettings tollgate;
   DaemonSettings daemon;
   FilterSettings filter;
+  // [blocklists]: name -> absolute path of a hosts-format or domain-per-line file. Rules refer to
+  // a list by its name (`list = "ads"`); tollgated loads them at start and on every reload.
+  std::map<std::string, std::string> blocklists;
   // The file these settings came from; empty when they are the built-in defaults. For logs and
   // `tollgate status`, so a person can tell which file is in force.
   std::string source;

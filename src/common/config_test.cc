@@ -192,7 +192,7 @@ TEST(ParseConfigErrorTest, UnknownKeyListsTheKnownKeys) {
 TEST(ParseConfigErrorTest, UnknownTopLevelKeyAndTable) {
   EXPECT_EQ(ErrorOf("group = \"tollgate\"\n"),
             "t.toml:1:1: unknown key \"group\" at the top level; expected one of: tollgate, "
-            "daemon, filter");
+            "daemon, filter, blocklists");
   EXPECT_EQ(ErrorOf("[filtre]\n"), "t.toml:1:2: unknown table [filtre]; did you mean \"filter\"?");
   EXPECT_EQ(ErrorOf("[filter.extra]\nx = 1\n"),
             "t.toml:1:9: unknown table [filter.extra]; expected one of: question_deadline_ms, "
@@ -449,6 +449,35 @@ TEST_F(ConfigFileTest, FifoIsRefusedWithoutBlocking) {
   auto config = LoadConfig(path);
   ASSERT_FALSE(config);
   EXPECT_EQ(config.error().message, "cannot read settings file " + path + ": not a regular file");
+}
+
+}  // namespace
+}  // namespace tollgate
+
+namespace tollgate {
+namespace {
+
+TEST(ParseConfigBlocklistsTest, NamesMapToAbsolutePaths) {
+  auto config = ParseConfig(
+      "[blocklists]\nads = \"/etc/tollgate/lists/ads.txt\"\n\"malware.v2\" = \"/srv/m.txt\"\n",
+      "t.toml");
+  ASSERT_TRUE(config) << config.error().message;
+  ASSERT_EQ(config->blocklists.size(), 2u);
+  EXPECT_EQ(config->blocklists.at("ads"), "/etc/tollgate/lists/ads.txt");
+  EXPECT_EQ(config->blocklists.at("malware.v2"), "/srv/m.txt");
+  EXPECT_TRUE(ParseConfig("", "t.toml")->blocklists.empty());
+}
+
+TEST(ParseConfigBlocklistsTest, BadNamesAndPathsAreRefused) {
+  auto relative = ParseConfig("[blocklists]\nads = \"lists/ads.txt\"\n", "t.toml");
+  ASSERT_FALSE(relative);
+  EXPECT_EQ(relative.error().message,
+            "t.toml:2:7: blocklists.ads must be an absolute path, got \"lists/ads.txt\"");
+  auto bad_name = ParseConfig("[blocklists]\n\"a b\" = \"/x\"\n", "t.toml");
+  ASSERT_FALSE(bad_name);
+  EXPECT_EQ(bad_name.error().message,
+            "t.toml:2:1: blocklist name \"a b\" must be 1 to 64 letters, digits, \"-\", \"_\" or "
+            "\".\"");
 }
 
 }  // namespace

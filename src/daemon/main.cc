@@ -1,5 +1,6 @@
 // tollgated: the privileged analysis daemon. Wiring only: configuration, sockets (from systemd or
-// bound by hand), the rule-table analyzer, the channel server, signals and sd_notify.
+// bound by hand), blocklists and rules, the analysis engine with its process source (sock_diag)
+// and classifier (nDPI), the channel server, signals and sd_notify.
 //
 // Lifecycle: started on demand by tollgated.socket (or by hand); answers the filter over
 // analysis.sock; SIGHUP reloads rules atomically (a broken file keeps the rules in force);
@@ -7,20 +8,27 @@
 #include <grp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-event.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "analysis/blocklist.h"
+#include "analysis/engine.h"
+#include "analysis/ndpi_classifier.h"
 #include "analysis/rule_table.h"
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "ipc/channel_server.h"
+#include "platform/linux/attribution.h"
 #include "platform/linux/peer_credentials.h"
 #include "platform/linux/runtime_dir.h"
 #include "platform/linux/socket_activation.h"
@@ -81,13 +89,44 @@ std::string CountersLine(const ipc::ServerCounters& c) {
   return line;
 }
 
+std::string EngineLine(const analysis::EngineCounters& c) {
+  auto n = [](const std::atomic<uint64_t>& v) {
+    return static_cast<unsigned long long>(v.load(std::memory_order_relaxed));
+  };
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "inspections=%llu dns_replies=%llu dns_malformed=%llu sni=%llu http_host=%llu "
+                "unreadable=%llu classified=%llu process_lookups=%llu process_unknown=%llu",
+                n(c.inspect_verdicts), n(c.dns_replies), n(c.dns_malformed), n(c.names_from_sni),
+                n(c.names_from_http), n(c.payload_unreadable), n(c.classifications),
+                n(c.process_lookups), n(c.process_unknown));
+  return line;
+}
+
 class Daemon {
  public:
   Daemon(Config config, uint32_t group_gid) : config_(std::move(config)), group_gid_(group_gid) {}
 
+  // Loads blocklists and rules into a new table and puts it in force; on any error the table in
+  // force stays. At start, a missing rules directory means "no rules yet" (a fresh install).
   Status LoadRules(bool at_start) {
+    if (!classifier_tried_) {
+      classifier_tried_ = true;
+      auto classifier = analysis::NdpiClassifier::Create();
+      if (classifier) {
+        classifier_ = std::move(*classifier);
+      } else {
+        TG_LOG_WARNING("no protocol classification (rules with app_protocol are refused): %s",
+                       classifier.error().message.c_str());
+      }
+    }
+    Expected<Blocklists> lists = LoadBlocklists();
+    if (!lists) return Unexpected(lists.error());
+    analysis::RuleLoadContext context;
+    context.blocklists = &*lists;
+    context.classifier = classifier_.get();
     Expected<std::shared_ptr<const analysis::RuleTable>> table =
-        analysis::LoadRuleFiles(config_.daemon.rules_dir, config_.daemon.default_action);
+        analysis::LoadRuleFiles(config_.daemon.rules_dir, config_.daemon.default_action, context);
     if (!table && table.error().code == ErrorCode::kNotFound && at_start) {
       TG_LOG_NOTICE("no rules directory %s: every flow gets the default action (%s)",
                     config_.daemon.rules_dir.c_str(), ActionName(config_.daemon.default_action));
@@ -95,13 +134,57 @@ class Daemon {
     }
     if (!table) return Unexpected(table.error());
     size_t n = (*table)->rules().size();
-    if (analyzer_) {
-      analyzer_->Replace(std::move(*table));
+    if (engine_) {
+      engine_->Replace(std::move(*table));
     } else {
-      analyzer_ = std::make_unique<analysis::RuleTableAnalyzer>(std::move(*table));
+      analysis::EngineOptions options;
+      options.inspect_max_bytes = config_.filter.inspect_max_bytes;
+      engine_ = std::make_unique<analysis::Engine>(std::move(*table), &processes_,
+                                                   classifier_.get(), clock_, options);
     }
-    TG_LOG_INFO("%zu rules in force from %s", n, config_.daemon.rules_dir.c_str());
+    lists_ = std::move(*lists);
+    TG_LOG_INFO("%zu rules in force from %s, %zu blocklists", n, config_.daemon.rules_dir.c_str(),
+                lists_.size());
     return {};
+  }
+
+  using Blocklists = std::map<std::string, std::shared_ptr<const analysis::Blocklist>>;
+
+  // Every configured list; a list whose file is unchanged since the last load (same inode, size
+  // and modification time) is reused rather than read again, so a reload for a rule edit does not
+  // re-read a million-line list.
+  Expected<Blocklists> LoadBlocklists() {
+    Blocklists out;
+    for (const auto& [name, path] : config_.blocklists) {
+      struct stat st {};
+      const bool stat_ok = ::stat(path.c_str(), &st) == 0;
+      auto known = list_files_.find(name);
+      auto loaded = lists_.find(name);
+      if (stat_ok && known != list_files_.end() && loaded != lists_.end() &&
+          known->second.path == path && known->second.inode == st.st_ino &&
+          known->second.size == st.st_size && known->second.mtime_ns == MtimeNs(st)) {
+        out[name] = loaded->second;
+        continue;
+      }
+      analysis::BlocklistLoadReport report;
+      auto list = analysis::Blocklist::LoadFile(path, name, &report);
+      if (!list) {
+        return Unexpected(list.error().code, "blocklist \"" + name + "\": " + list.error().message);
+      }
+      TG_LOG_INFO("blocklist %s: %zu names from %s (%zu duplicates, %zu skipped, %zu invalid)",
+                  name.c_str(), report.entries, path.c_str(), report.duplicates,
+                  report.skipped_junk, report.invalid);
+      for (const std::string& problem : report.problems) {
+        TG_LOG_WARNING("blocklist %s: %s", name.c_str(), problem.c_str());
+      }
+      out[name] = *list;
+      if (stat_ok) list_files_[name] = ListFile{path, st.st_ino, st.st_size, MtimeNs(st)};
+    }
+    return out;
+  }
+
+  static int64_t MtimeNs(const struct stat& st) {
+    return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   }
 
   Status Run() {
@@ -153,7 +236,7 @@ class Daemon {
       }
     }
     server_ = std::make_unique<ipc::ChannelServer>(loop_, std::move(analysis_fd), identity_,
-                                                   *analyzer_, opts);
+                                                   *engine_, opts);
     server_->OnIdle([this] { sd_event_exit(loop_, 0); });
     if (Status s = server_->Start(); !s) return s;
 
@@ -164,7 +247,8 @@ class Daemon {
                 from_systemd_ ? "socket-activated" : "started by hand");
     r = sd_event_loop(loop_);
     sd_notify(0, "STOPPING=1");
-    TG_LOG_INFO("exiting: %s", CountersLine(server_->counters()).c_str());
+    TG_LOG_INFO("exiting: %s %s", CountersLine(server_->counters()).c_str(),
+                EngineLine(engine_->counters()).c_str());
     server_.reset();
     sd_event_source_disable_unref(status_timer_);
     sd_event_unref(loop_);
@@ -207,7 +291,19 @@ class Daemon {
   sd_event* loop_ = nullptr;
   sd_event_source* status_timer_ = nullptr;
   platform::LinuxPeerIdentity identity_;
-  std::unique_ptr<analysis::RuleTableAnalyzer> analyzer_;
+  struct ListFile {
+    std::string path;
+    ino_t inode = 0;
+    off_t size = 0;
+    int64_t mtime_ns = 0;
+  };
+  std::map<std::string, ListFile> list_files_;
+  Blocklists lists_;  // the lists of the table in force
+  SteadyClock clock_;
+  platform::SockDiagProcessSource processes_;
+  bool classifier_tried_ = false;
+  std::unique_ptr<analysis::NdpiClassifier> classifier_;
+  std::unique_ptr<analysis::Engine> engine_;
   std::unique_ptr<ipc::ChannelServer> server_;
 };
 

@@ -89,9 +89,8 @@ std::optional<FlowQuestion> FlowTable::OnPacket(const ParsedPacket& packet, cons
     // first bytes how many it needs (a TLS record length) would otherwise wait for bytes the
     // client already sent. `want_bytes` only says when to ask.
     std::vector<uint8_t>& bytes = flow.question.payload;
-    size_t room = options_.inspect_max_bytes > bytes.size()
-                      ? options_.inspect_max_bytes - bytes.size()
-                      : 0;
+    size_t room =
+        options_.inspect_max_bytes > bytes.size() ? options_.inspect_max_bytes - bytes.size() : 0;
     size_t take = std::min(room, packet.payload.size());
     bytes.insert(bytes.end(), packet.payload.begin(), packet.payload.begin() + take);
     if (flow.held.empty()) {

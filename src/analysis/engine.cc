@@ -1,0 +1,195 @@
+#include "analysis/engine.h"
+
+#include <optional>
+#include <vector>
+
+#include "analysis/dns.h"
+#include "analysis/first_bytes.h"
+
+namespace tollgate::analysis {
+
+// The facts of one question, each computed on first use and kept for the rest of the decision.
+class Engine::Facts final : public FlowFacts {
+ public:
+  Facts(Engine& engine, const FlowQuestion& question)
+      : engine_(engine), question_(question), wall_now_(engine.options_.wall_clock()) {}
+
+  const FlowQuestion& question() const override { return question_; }
+  WallTime wall_now() const override { return wall_now_; }
+
+  std::span<const KnownName> names() override {
+    if (!names_ready_) {
+      names_ready_ = true;
+      LearnNames();
+    }
+    return names_;
+  }
+
+  bool inspectable() const override {
+    const uint32_t max = engine_.options_.inspect_max_bytes;
+    if (max == 0 || question_.direction != Direction::kOutbound ||
+        question_.tuple.protocol != ipproto::kTcp) {
+      return false;
+    }
+    // Not inspected yet, or a reader said how many more bytes it needs (and they may come).
+    return question_.payload.empty() ||
+           (more_bytes_ > question_.payload.size() && more_bytes_ <= max);
+  }
+
+  uint32_t inspect_bytes() const override {
+    return question_.payload.empty() ? 1 : static_cast<uint32_t>(more_bytes_);
+  }
+
+  const AppClassification* app() override {
+    if (app_ready_) return app_ ? &*app_ : nullptr;
+    app_ready_ = true;
+    if (question_.payload.empty() || engine_.classifier_ == nullptr) return nullptr;
+    engine_.counters_.classifications.fetch_add(1, std::memory_order_relaxed);
+    auto result = engine_.classifier_->Classify(question_.tuple, question_.payload);
+    if (!result) {
+      engine_.counters_.classifier_errors.fetch_add(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    app_ = std::move(*result);
+    return &*app_;
+  }
+
+  const ProcessLookup& process() override {
+    if (process_ready_) return process_;
+    process_ready_ = true;
+    if (engine_.processes_ == nullptr) {
+      // Assigned field by field: GCC 12 at -O3 warns (falsely) about the temporary of an
+      // aggregate assignment here.
+      process_.state = Attribution::kUnavailable;
+      process_.detail = "no process source";
+      return process_;
+    }
+    engine_.counters_.process_lookups.fetch_add(1, std::memory_order_relaxed);
+    process_ = engine_.processes_->Find(question_);
+    if (process_.state != Attribution::kFound) {
+      engine_.counters_.process_unknown.fetch_add(1, std::memory_order_relaxed);
+    }
+    return process_;
+  }
+
+ private:
+  // Names the process resolved for the remote address win: they are what the application asked
+  // for. Without any, the name the client's first bytes carry (SNI, Host).
+  void LearnNames() {
+    const IpAddress& remote =
+        question_.direction == Direction::kOutbound ? question_.tuple.dst : question_.tuple.src;
+    std::vector<std::string> resolved;
+    {
+      std::lock_guard lock(engine_.names_mutex_);
+      resolved = engine_.names_.NamesFor(remote, engine_.clock_.Now());
+    }
+    names_.reserve(resolved.size());
+    for (std::string& name : resolved) names_.push_back({std::move(name), NameSource::kDns});
+    if (!names_.empty() || question_.payload.empty()) return;
+    ReadPayloadName();
+  }
+
+  void ReadPayloadName() {
+    std::span<const uint8_t> bytes = question_.payload;
+    size_t needed = 0;
+    switch (Classify(bytes)) {
+      case FirstBytesKind::kTls: {
+        auto hello = ReadTlsClientHello(bytes, &needed);
+        if (hello && !hello->server_name.empty()) {
+          engine_.counters_.names_from_sni.fetch_add(1, std::memory_order_relaxed);
+          names_.push_back({std::move(hello->server_name), NameSource::kSni});
+          return;
+        }
+        if (!hello && hello.error().code == ErrorCode::kUnavailable) more_bytes_ = needed;
+        break;
+      }
+      case FirstBytesKind::kHttp: {
+        auto host = ReadHttpHost(bytes, &needed);
+        // An address literal is not a name; a host rule must not match "Host: 10.0.0.1".
+        if (host && !IpAddress::Parse(*host)) {
+          engine_.counters_.names_from_http.fetch_add(1, std::memory_order_relaxed);
+          names_.push_back({std::move(*host), NameSource::kHttpHost});
+          return;
+        }
+        if (!host && host.error().code == ErrorCode::kUnavailable) more_bytes_ = needed;
+        break;
+      }
+      case FirstBytesKind::kUnknown:
+        break;
+    }
+    if (!inspectable())
+      engine_.counters_.payload_unreadable.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  Engine& engine_;
+  const FlowQuestion& question_;
+  WallTime wall_now_;
+  bool names_ready_ = false;
+  std::vector<KnownName> names_;
+  size_t more_bytes_ = 0;  // a reader's lower bound of the bytes it needs; 0 when none asked
+  bool app_ready_ = false;
+  std::optional<AppClassification> app_;
+  bool process_ready_ = false;
+  ProcessLookup process_;
+};
+
+Engine::Engine(std::shared_ptr<const RuleTable> table, ProcessSource* processes,
+               AppClassifier* classifier, const Clock& clock, EngineOptions options)
+    : processes_(processes),
+      classifier_(classifier),
+      clock_(clock),
+      options_(options),
+      table_(std::move(table)),
+      names_(options.names) {
+  TG_CHECK(table_ != nullptr);
+}
+
+Decision Engine::DecideWithRule(const FlowQuestion& question) {
+  counters_.questions.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<const RuleTable> table = Current();
+  Facts facts(*this, question);
+  Decision decision = table->Decide(facts);
+  if (decision.verdict.action == Action::kInspect) {
+    counters_.inspect_verdicts.fetch_add(1, std::memory_order_relaxed);
+  } else if (decision.rule != nullptr && decision.rule->once) {
+    counters_.once_rules_used.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard lock(table_mutex_);
+    used_once_.insert(decision.rule->name);
+  }
+  return decision;
+}
+
+Verdict Engine::Decide(const FlowQuestion& question) { return DecideWithRule(question).verdict; }
+
+void Engine::ObserveDns(const uint8_t* reply, size_t size) {
+  counters_.dns_replies.fetch_add(1, std::memory_order_relaxed);
+  auto parsed = ParseDnsReply(std::span<const uint8_t>(reply, size));
+  if (!parsed) {
+    counters_.dns_malformed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  std::lock_guard lock(names_mutex_);
+  names_.Observe(*parsed, clock_.Now());
+}
+
+void Engine::Replace(std::shared_ptr<const RuleTable> table) {
+  TG_CHECK(table != nullptr);
+  {
+    std::lock_guard lock(table_mutex_);
+    for (const std::string& name : used_once_) table->MarkUsed(name);
+    table_.swap(table);
+  }
+  // `table` now holds the old one; if this was its last user it is freed here, outside the lock.
+}
+
+std::shared_ptr<const RuleTable> Engine::Current() const {
+  std::lock_guard lock(table_mutex_);
+  return table_;
+}
+
+size_t Engine::known_names() const {
+  std::lock_guard lock(names_mutex_);
+  return names_.size();
+}
+
+}  // namespace tollgate::analysis

@@ -1,0 +1,340 @@
+// The engine end to end without the OS: DNS replies in, questions in, verdicts out; the process
+// source and classifier are fakes, names and payloads are real bytes through the real parsers.
+#include "analysis/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "analysis/wire_for_tests.h"
+
+namespace tollgate::analysis {
+namespace {
+
+ProcessInfo Proc(uint32_t pid, uint32_t uid, std::string exe) {
+  ProcessInfo p;
+  p.pid = pid;
+  p.uid = uid;
+  p.exe = std::move(exe);
+  return p;
+}
+
+AppClassification App(std::string protocol, std::string master = "", bool guessed = false) {
+  AppClassification a;
+  a.protocol = std::move(protocol);
+  a.master = std::move(master);
+  a.guessed = guessed;
+  return a;
+}
+
+using testing::AnswerSpec;
+using testing::ClientHelloBytes;
+using testing::DnsReplyBytes;
+using namespace std::chrono_literals;
+
+class FakeProcesses final : public ProcessSource {
+ public:
+  ProcessLookup answer{Attribution::kFound, Proc(42, 1000, "/usr/bin/curl"), ""};
+  int calls = 0;
+  ProcessLookup Find(const FlowQuestion&) override {
+    ++calls;
+    return answer;
+  }
+};
+
+class FakeClassifier final : public AppClassifier {
+ public:
+  int calls = 0;
+  Expected<AppClassification> Classify(const FlowTuple&, std::span<const uint8_t> bytes) override {
+    ++calls;
+    if (!bytes.empty() && bytes[0] == 22) return App("TLS");
+    return App("Unknown");
+  }
+  bool KnowsProtocol(std::string_view name) const override { return name == "TLS"; }
+  std::string Suggest(std::string_view) const override { return ""; }
+};
+
+std::shared_ptr<const RuleTable> Rules(const std::string& text, AppClassifier* classifier = nullptr,
+                                       Action default_action = Action::kAllow) {
+  RuleLoadContext context;
+  context.classifier = classifier;
+  auto rules = ParseRuleFile(text, "r.toml", context);
+  EXPECT_TRUE(rules) << rules.error().message;
+  if (!rules) return RuleTable::Empty(default_action);
+  auto table = RuleTable::Build(std::move(*rules), default_action);
+  EXPECT_TRUE(table) << table.error().message;
+  return table ? *table : RuleTable::Empty(default_action);
+}
+
+FlowQuestion Tcp(std::string_view dst, uint16_t port, uint64_t id = 1) {
+  FlowQuestion q;
+  q.id = id;
+  q.tuple.protocol = ipproto::kTcp;
+  q.tuple.src = *IpAddress::Parse(IpAddress::Parse(dst)->family == 4 ? "192.0.2.1" : "2001:db8::1");
+  q.tuple.dst = *IpAddress::Parse(dst);
+  q.tuple.src_port = 50000;
+  q.tuple.dst_port = port;
+  return q;
+}
+
+void Observe(Engine& engine, const std::vector<uint8_t>& reply) {
+  engine.ObserveDns(reply.data(), reply.size());
+}
+
+constexpr char kAdsRule[] = R"(
+[[rule]]
+name = "ads"
+action = "deny"
+host = "*.doubleclick.net"
+)";
+
+TEST(EngineTest, DnsThenConnectIsDecidedByTheResolvedName) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  Observe(engine, DnsReplyBytes("ad.doubleclick.net", {{"ad.doubleclick.net", "198.51.100.7"}}));
+  Verdict v = engine.Decide(Tcp("198.51.100.7", 443, 9));
+  EXPECT_EQ(v.id, 9u);
+  EXPECT_EQ(v.action, Action::kDeny);
+  EXPECT_EQ(v.reason, "deny: rule \"ads\" (host *.doubleclick.net via DNS: ad.doubleclick.net)");
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.8", 443)).action, Action::kInspect)
+      << "another address, no name known: inspect";
+  EXPECT_EQ(engine.counters().dns_replies.load(), 1u);
+}
+
+TEST(EngineTest, CnameChainNamesEveryHop) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  Observe(engine, DnsReplyBytes("www.news.example",
+                                {{"www.news.example", "ads.g.doubleclick.net", 300, true},
+                                 {"ads.g.doubleclick.net", "2001:db8::7"}}));
+  Verdict v = engine.Decide(Tcp("2001:db8::7", 443));
+  EXPECT_EQ(v.action, Action::kDeny);
+  EXPECT_EQ(v.reason, "deny: rule \"ads\" (host *.doubleclick.net via DNS: ads.g.doubleclick.net)");
+}
+
+TEST(EngineTest, NamesExpireWithTheirTtl) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  Observe(engine, DnsReplyBytes("x.doubleclick.net", {{"x.doubleclick.net", "198.51.100.7", 60}}));
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).action, Action::kDeny);
+  clock.Advance(61s);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).action, Action::kInspect);
+}
+
+TEST(EngineTest, MalformedDnsIsCountedAndIgnored) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  const uint8_t junk[] = {1, 2, 3};
+  engine.ObserveDns(junk, sizeof junk);
+  EXPECT_EQ(engine.counters().dns_malformed.load(), 1u);
+  EXPECT_EQ(engine.known_names(), 0u);
+}
+
+TEST(EngineTest, SniOnlyFlowIsInspectedThenDecidedBySni) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 443, 1);
+  Verdict first = engine.Decide(q);
+  EXPECT_EQ(first.action, Action::kInspect);
+  EXPECT_EQ(first.inspect_bytes, 1u);
+  q.id = 2;
+  q.payload = ClientHelloBytes("stats.doubleclick.net");
+  Verdict second = engine.Decide(q);
+  EXPECT_EQ(second.action, Action::kDeny);
+  EXPECT_EQ(second.reason,
+            "deny: rule \"ads\" (host *.doubleclick.net via SNI: stats.doubleclick.net)");
+  q.payload = ClientHelloBytes("www.example.org");
+  EXPECT_EQ(engine.Decide(q).action, Action::kAllow);
+  EXPECT_EQ(engine.counters().names_from_sni.load(), 2u);
+  EXPECT_EQ(engine.counters().inspect_verdicts.load(), 1u);
+}
+
+TEST(EngineTest, HttpHostOnlyFlow) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 80);
+  std::string request = "GET / HTTP/1.1\r\nHost: pixel.doubleclick.net\r\n\r\n";
+  q.payload.assign(request.begin(), request.end());
+  Verdict v = engine.Decide(q);
+  EXPECT_EQ(v.action, Action::kDeny);
+  EXPECT_EQ(v.reason,
+            "deny: rule \"ads\" (host *.doubleclick.net via Host: pixel.doubleclick.net)");
+}
+
+TEST(EngineTest, ATruncatedClientHelloAsksForTheRestOnce) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 443);
+  std::vector<uint8_t> hello = ClientHelloBytes("a.doubleclick.net");
+  q.payload.assign(hello.begin(), hello.begin() + 20);
+  Verdict v = engine.Decide(q);
+  EXPECT_EQ(v.action, Action::kInspect);
+  EXPECT_EQ(v.inspect_bytes, hello.size()) << "the record length says how much is coming";
+  q.payload = hello;
+  EXPECT_EQ(engine.Decide(q).action, Action::kDeny);
+}
+
+TEST(EngineTest, APayloadWithNoNameFallsToOnUnknown) {
+  FakeClock clock;
+  Engine engine(Rules(R"(
+[[rule]]
+name = "ads"
+action = "deny"
+host = "*.doubleclick.net"
+on_unknown = "reject"
+)"),
+                nullptr, nullptr, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 443);
+  q.payload = ClientHelloBytes("");  // no SNI
+  Verdict v = engine.Decide(q);
+  EXPECT_EQ(v.action, Action::kReject);
+  EXPECT_EQ(v.reason, "reject: rule \"ads\" (host *.doubleclick.net: no name known, on_unknown)");
+  q.payload = {'S', 'S', 'H', '-', '2', '.', '0', '-', 'x', '\r', '\n'};
+  EXPECT_EQ(engine.Decide(q).action, Action::kReject);
+  EXPECT_EQ(engine.counters().payload_unreadable.load(), 2u);
+}
+
+TEST(EngineTest, HostLiteralInHttpIsNotAName) {
+  FakeClock clock;
+  Engine engine(Rules("[[rule]]\nname = \"n\"\naction = \"deny\"\nhost = \"/.*/\"\n"), nullptr,
+                nullptr, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 80);
+  std::string request = "GET / HTTP/1.1\r\nHost: 198.51.100.9\r\n\r\n";
+  q.payload.assign(request.begin(), request.end());
+  EXPECT_EQ(engine.Decide(q).action, Action::kAllow);
+}
+
+TEST(EngineTest, UdpAndInboundFlowsAreNeverInspected) {
+  FakeClock clock;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock);
+  FlowQuestion udp = Tcp("198.51.100.9", 443);
+  udp.tuple.protocol = ipproto::kUdp;
+  EXPECT_EQ(engine.Decide(udp).action, Action::kAllow);
+  FlowQuestion inbound = Tcp("198.51.100.9", 443);
+  inbound.direction = Direction::kInbound;
+  EXPECT_EQ(engine.Decide(inbound).action, Action::kAllow);
+}
+
+TEST(EngineTest, InspectionOffMeansUnknownAtOnce) {
+  FakeClock clock;
+  EngineOptions options;
+  options.inspect_max_bytes = 0;
+  Engine engine(Rules(kAdsRule), nullptr, nullptr, clock, options);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 443)).action, Action::kAllow);
+}
+
+TEST(EngineTest, ProcessIsLookedUpOnlyWhenARuleNeedsIt) {
+  FakeClock clock;
+  FakeProcesses processes;
+  Engine engine(Rules("[[rule]]\nname = \"curl\"\naction = \"reject\"\nexe = \"/usr/bin/curl\"\n"
+                      "port = 443\n"),
+                &processes, nullptr, clock);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 80)).action, Action::kAllow);
+  EXPECT_EQ(processes.calls, 0);
+  Verdict v = engine.Decide(Tcp("198.51.100.9", 443));
+  EXPECT_EQ(v.action, Action::kReject);
+  EXPECT_EQ(v.reason, "reject: rule \"curl\" (port 443 exe /usr/bin/curl)");
+  EXPECT_EQ(processes.calls, 1);
+}
+
+TEST(EngineTest, AppProtocolNeedsInspectionThenClassifies) {
+  FakeClock clock;
+  FakeClassifier classifier;
+  Engine engine(
+      Rules("[[rule]]\nname = \"tls\"\naction = \"deny\"\napp_protocol = \"TLS\"\n", &classifier),
+      nullptr, &classifier, clock);
+  FlowQuestion q = Tcp("198.51.100.9", 8443);
+  EXPECT_EQ(engine.Decide(q).action, Action::kInspect);
+  EXPECT_EQ(classifier.calls, 0);
+  q.payload = ClientHelloBytes("x.test");
+  EXPECT_EQ(engine.Decide(q).action, Action::kDeny);
+  q.payload = {'G', 'E', 'T', ' '};
+  EXPECT_EQ(engine.Decide(q).action, Action::kAllow);
+  EXPECT_EQ(classifier.calls, 2);
+}
+
+TEST(EngineTest, OnceRulesStayUsedAcrossAReload) {
+  FakeClock clock;
+  const std::string text = "[[rule]]\nname = \"one\"\naction = \"deny\"\nonce = true\n";
+  Engine engine(Rules(text), nullptr, nullptr, clock);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 1)).action, Action::kDeny);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 1)).action, Action::kAllow);
+  engine.Replace(Rules(text));
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 1)).action, Action::kAllow);
+  EXPECT_EQ(engine.counters().once_rules_used.load(), 1u);
+}
+
+// Generation g's table: every rule and the default agree on one action (deny for even g, allow
+// for odd g) and every rule name carries g, so a verdict proves which whole table decided it.
+std::shared_ptr<const RuleTable> GenerationTable(int g) {
+  const char* action = g % 2 == 0 ? "deny" : "allow";
+  std::string text;
+  for (int i = 0; i < 20; ++i) {
+    text += "[[rule]]\nname = \"g" + std::to_string(g) + "-r" + std::to_string(i) +
+            "\"\naction = \"" + action + "\"\nport = " + std::to_string(1000 + i) + "\n";
+  }
+  return Rules(text, nullptr, g % 2 == 0 ? Action::kDeny : Action::kAllow);
+}
+
+TEST(EngineTest, ReplaceIsAtomicUnderConcurrentDecisions) {
+  FakeClock clock;
+  Engine engine(GenerationTable(0), nullptr, nullptr, clock);
+  constexpr int kGenerations = 300;
+  std::atomic<bool> done{false};
+  std::atomic<int> decisions{0};
+  std::atomic<int> latest_seen{0};
+  std::atomic<int> bad{0};
+  int distinct_seen = 0;
+
+  std::thread reader([&] {
+    int last_generation = 0;
+    int distinct = 1;
+    uint16_t port = 1000;
+    while (!done.load()) {
+      // Ports 1000-1019 hit a rule; 1020 takes the table's default.
+      const uint16_t asked = port;
+      port = port == 1020 ? 1000 : port + 1;
+      Verdict v = engine.Decide(Tcp("198.51.100.7", asked));
+      decisions.fetch_add(1);
+      if (asked == 1020) {
+        if (v.reason != kDefaultReason) bad.fetch_add(1);
+        continue;
+      }
+      // "deny: rule "g17-r3" (port 1003)" -> 17
+      size_t start = v.reason.find("\"g");
+      size_t dash = v.reason.find('-', start);
+      if (start == std::string::npos || dash == std::string::npos) {
+        bad.fetch_add(1);
+        continue;
+      }
+      int generation = std::stoi(v.reason.substr(start + 2, dash - start - 2));
+      Action expected = generation % 2 == 0 ? Action::kDeny : Action::kAllow;
+      // The action, the rule and its port all come from one table of one generation...
+      if (v.action != expected ||
+          v.reason.find("-r" + std::to_string(asked - 1000) + "\"") == std::string::npos) {
+        bad.fetch_add(1);
+      }
+      // ...and once a newer table has decided, an older one never decides again.
+      if (generation < last_generation) bad.fetch_add(1);
+      if (generation != last_generation) ++distinct;
+      last_generation = generation;
+      latest_seen.store(generation);
+    }
+    distinct_seen = distinct;
+  });
+
+  while (decisions.load() == 0) std::this_thread::yield();
+  for (int g = 1; g <= kGenerations; ++g) {
+    engine.Replace(GenerationTable(g));  // the old table is freed while the reader runs
+  }
+  while (latest_seen.load() != kGenerations) std::this_thread::yield();
+  done.store(true);
+  reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GE(distinct_seen, 2);  // the reader really did decide across swaps
+}
+
+}  // namespace
+}  // namespace tollgate::analysis
