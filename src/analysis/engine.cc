@@ -54,6 +54,12 @@ class Engine::Facts final : public FlowFacts {
     return &*app_;
   }
 
+  // The process lookup if a rule asked for it; nullopt otherwise (never looks up).
+  std::optional<ProcessLookup> known_process() const {
+    if (!process_ready_) return std::nullopt;
+    return process_;
+  }
+
   const ProcessLookup& process() override {
     if (process_ready_) return process_;
     process_ready_ = true;
@@ -144,11 +150,29 @@ Engine::Engine(std::shared_ptr<const RuleTable> table, ProcessSource* processes,
   TG_CHECK(table_ != nullptr);
 }
 
+Decision Engine::Explain(const FlowQuestion& question) {
+  std::shared_ptr<const RuleTable> table = Current();
+  Facts facts(*this, question);
+  return table->Decide(facts, /*dry_run=*/true);
+}
+
 Decision Engine::DecideWithRule(const FlowQuestion& question) {
   counters_.questions.fetch_add(1, std::memory_order_relaxed);
   std::shared_ptr<const RuleTable> table = Current();
   Facts facts(*this, question);
   Decision decision = table->Decide(facts);
+  if (observer_) {
+    DecisionRecord record;
+    record.time = options_.wall_clock();
+    record.question = question;
+    record.question.payload.clear();
+    record.verdict = decision.verdict;
+    if (decision.rule != nullptr) record.rule = decision.rule->name;
+    std::span<const KnownName> names = facts.names();
+    record.names.assign(names.begin(), names.end());
+    record.process = facts.known_process();
+    observer_(record);
+  }
   if (decision.verdict.action == Action::kInspect) {
     counters_.inspect_verdicts.fetch_add(1, std::memory_order_relaxed);
   } else if (decision.rule != nullptr && decision.rule->once) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -23,6 +24,19 @@
 #include "common/clock.h"
 
 namespace tollgate::analysis {
+
+// One decision as the operator's tools see it: the flow log (SQLite) and live subscribers.
+struct DecisionRecord {
+  WallTime time;
+  FlowQuestion question;  // payload cleared: the log keeps no flow content
+  Verdict verdict;
+  std::string rule;                      // deciding rule's name; "" for the default or a fallback
+  std::vector<KnownName> names;          // names of the remote end known when deciding
+  std::optional<ProcessLookup> process;  // when a rule needed it; else the observer may look up
+};
+
+// Called synchronously on the verdict path for every decision: must only enqueue, never block.
+using DecisionObserver = std::function<void(const DecisionRecord&)>;
 
 struct EngineOptions {
   NameMapLimits names;
@@ -57,8 +71,14 @@ class Engine final : public Analyzer {
          AppClassifier* classifier, const Clock& clock, EngineOptions options = {});
 
   Verdict Decide(const FlowQuestion& question) override;
-  // The full decision, with the deciding rule: for `tollgate rules test` and logging.
+  // The full decision, with the deciding rule.
   Decision DecideWithRule(const FlowQuestion& question);
+  // What `question` would get now, without using up a `once` rule, counting, or telling the
+  // observer: for `tollgate rules test` (the control API's TestFlow).
+  Decision Explain(const FlowQuestion& question);
+  // Receives every decision made by Decide/DecideWithRule from now on (one observer; the daemon
+  // fans out). Set before the engine is shared with other threads.
+  void SetObserver(DecisionObserver observer) { observer_ = std::move(observer); }
   void ObserveDns(const uint8_t* reply, size_t size) override;
 
   // Publishes `table` for every later decision. `once` rules used under the old table stay used
@@ -77,6 +97,7 @@ class Engine final : public Analyzer {
   const Clock& clock_;
   EngineOptions options_;
   EngineCounters counters_;
+  DecisionObserver observer_;
 
   // A mutex around a shared_ptr copy rather than std::atomic<std::shared_ptr>: libstdc++ 12's
   // atomic load() releases its internal lock with relaxed order, a data race TSan reports. The

@@ -266,6 +266,44 @@ TEST(EngineTest, OnceRulesStayUsedAcrossAReload) {
   EXPECT_EQ(engine.counters().once_rules_used.load(), 1u);
 }
 
+TEST(EngineTest, ExplainNeitherUsesUpOnceRulesNorTellsTheObserver) {
+  FakeClock clock;
+  Engine engine(Rules("[[rule]]\nname = \"one\"\naction = \"deny\"\nonce = true\n"), nullptr,
+                nullptr, clock);
+  std::vector<DecisionRecord> seen;
+  engine.SetObserver([&](const DecisionRecord& r) { seen.push_back(r); });
+  EXPECT_EQ(engine.Explain(Tcp("198.51.100.9", 1)).verdict.action, Action::kDeny);
+  EXPECT_EQ(engine.Explain(Tcp("198.51.100.9", 1)).verdict.action, Action::kDeny);
+  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(engine.counters().questions.load(), 0u);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 1)).action, Action::kDeny);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.9", 1)).action, Action::kAllow);
+}
+
+TEST(EngineTest, TheObserverSeesEveryDecisionWithItsRuleNamesAndNoPayload) {
+  FakeClock clock;
+  FakeProcesses processes;
+  Engine engine(Rules(kAdsRule), &processes, nullptr, clock);
+  std::vector<DecisionRecord> seen;
+  engine.SetObserver([&](const DecisionRecord& r) { seen.push_back(r); });
+  Observe(engine, DnsReplyBytes("ad.doubleclick.net", {{"ad.doubleclick.net", "198.51.100.7"}}));
+  FlowQuestion q = Tcp("198.51.100.7", 443, 5);
+  q.payload = ClientHelloBytes("ad.doubleclick.net");
+  (void)engine.Decide(q);
+  (void)engine.Decide(Tcp("198.51.100.8", 443, 6));
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].question.id, 5u);
+  EXPECT_TRUE(seen[0].question.payload.empty());
+  EXPECT_EQ(seen[0].rule, "ads");
+  EXPECT_EQ(seen[0].verdict.action, Action::kDeny);
+  ASSERT_EQ(seen[0].names.size(), 1u);
+  EXPECT_EQ(seen[0].names[0].name, "ad.doubleclick.net");
+  EXPECT_FALSE(seen[0].process.has_value()) << "no rule needed the process";
+  EXPECT_EQ(processes.calls, 0);
+  EXPECT_EQ(seen[1].verdict.action, Action::kInspect);
+  EXPECT_EQ(seen[1].rule, "ads");
+}
+
 // Generation g's table: every rule and the default agree on one action (deny for even g, allow
 // for odd g) and every rule name carries g, so a verdict proves which whole table decided it.
 std::shared_ptr<const RuleTable> GenerationTable(int g) {

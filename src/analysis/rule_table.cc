@@ -974,7 +974,7 @@ void AppendNamePart(std::string& out, const char* what, const std::string& shown
 
 }  // namespace
 
-Decision RuleTable::Decide(FlowFacts& facts) const {
+Decision RuleTable::Decide(FlowFacts& facts, bool dry_run) const {
   thread_local std::vector<uint32_t> hits;
   Candidates(facts, hits);
   const bool no_names = has_name_rules_ && facts.names().empty();
@@ -1017,7 +1017,7 @@ Decision RuleTable::Decide(FlowFacts& facts) const {
       action = *rule.on_unknown;
     }
     // A `once` rule is used by exactly one flow, even when several threads decide at once.
-    if (rule.once && used_[index].exchange(true)) continue;
+    if (rule.once && !dry_run && used_[index].exchange(true)) continue;
     decision.rule = &rule;
     decision.verdict.action = action;
     std::string& reason = decision.verdict.reason;

@@ -218,9 +218,10 @@ class RuleTable {
   // No rules: everything gets `default_action`. For a daemon that has no rules directory yet.
   static std::shared_ptr<const RuleTable> Empty(Action default_action);
 
-  // The decision for the flow `facts` describes. Uses up a matching `once` rule. Allocates only
-  // the reason string (and whatever the facts allocate).
-  Decision Decide(FlowFacts& facts) const;
+  // The decision for the flow `facts` describes. Uses up a matching `once` rule unless `dry_run`
+  // (what `tollgate rules test` asks: what would this flow get). Allocates only the reason
+  // string (and whatever the facts allocate).
+  Decision Decide(FlowFacts& facts, bool dry_run = false) const;
 
   // Convenience over QuestionFacts: the question alone (no names, no process).
   const Rule* Match(const FlowQuestion& question) const;
