@@ -428,13 +428,27 @@ host = "exact.test"
 TEST(RuleIndexTest, AgreesWithALinearScan) {
   std::string text;
   const char* hosts[] = {"a.test", "*.a.test", "b.test", "*.test", "/c[0-9]\\\\.test/"};
-  const char* ips[] = {"198.51.100.1", "198.51.100.2", "198.51.100.0/24"};
-  for (int i = 0; i < 60; ++i) {
+  const char* ips[] = {"198.51.100.1",  "198.51.100.2", "198.51.100.0/24",
+                       "198.51.0.0/16", "0.0.0.0/0",    "2001:db8::/32"};
+  for (int i = 0; i < 90; ++i) {
     text += "[[rule]]\nname = \"r" + std::to_string(i) + "\"\naction = \"" +
-            (i % 3 == 0 ? "allow" : "deny") + "\"\npriority = " + std::to_string(i % 4) + "\n";
-    if (i % 2 == 0) text += std::string("host = \"") + hosts[i % 5] + "\"\n";
-    if (i % 3 == 1) text += std::string("cidr = \"") + ips[i % 3] + "\"\n";
-    if (i % 5 == 2) text += "port = " + std::to_string(440 + i % 7) + "\n";
+            (i % 3 == 0 ? "allow" : "deny") + "\"\npriority = " + std::to_string((i * 7) % 11) +
+            "\n";
+    // Every rule has a condition, so no catch-all hides the others.
+    switch (i % 4) {
+      case 0:
+        text += std::string("host = \"") + hosts[(i / 4) % 5] + "\"\n";
+        break;
+      case 1:
+        text += std::string("cidr = \"") + ips[(i / 4) % 6] + "\"\n";
+        break;
+      case 2:
+        text += "port = " + std::to_string(440 + i % 7) + "\n";
+        break;
+      default:
+        text += "cidr = [\"198.51.100.2\", \"203.0.113.0/25\"]\n";
+    }
+    if (i % 5 == 2 && i % 4 != 2) text += "port = [" + std::to_string(438 + i % 11) + ", 443]\n";
   }
   auto l = Load(text);
   const std::vector<std::vector<KnownName>> name_sets = {{},
@@ -446,7 +460,8 @@ TEST(RuleIndexTest, AgreesWithALinearScan) {
                                                          {Dns("other.example")},
                                                          {Dns("b.test"), Dns("x.a.test")}};
   for (const auto& names : name_sets) {
-    for (const char* dst : {"198.51.100.1", "198.51.100.2", "198.51.100.9", "203.0.113.1"}) {
+    for (const char* dst : {"198.51.100.1", "198.51.100.2", "198.51.100.9", "198.51.7.7",
+                            "203.0.113.1", "203.0.113.200", "2001:db8::5", "2001:db9::5"}) {
       for (uint16_t port = 438; port <= 448; ++port) {
         FakeFacts f;
         f.known = names;

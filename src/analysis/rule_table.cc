@@ -763,11 +763,8 @@ void RuleTable::BuildIndex() {
         !rule.hosts.empty() &&
         std::none_of(rule.hosts.begin(), rule.hosts.end(),
                      [](const HostPattern& h) { return h.kind == HostPattern::Kind::kRegex; });
-    const bool address_indexable =
-        !rule.remote.empty() &&
-        std::all_of(rule.remote.begin(), rule.remote.end(), [](const IpNetwork& n) {
-          return n.prefix_len == (n.address.family == 4 ? 32 : 128);
-        });
+    const bool address_indexable = !rule.remote.empty();
+    bool unindexed = false;
     if (hosts_indexable) {
       // Every name condition must hold, so a rule can only match a flow one of whose names one of
       // its patterns matches: filing it under each pattern misses nothing.
@@ -777,14 +774,23 @@ void RuleTable::BuildIndex() {
         if (list.empty() || list.back() != i) list.push_back(i);
       }
     } else if (address_indexable && !rule.NeedsName()) {
+      // Likewise the remote address must be in one of its networks.
       for (const IpNetwork& n : rule.remote) {
-        auto& list = by_address_[n.address];
+        auto bucket = std::find_if(by_network_.begin(), by_network_.end(), [&](const auto& b) {
+          return b.family == n.address.family && b.prefix_len == n.prefix_len;
+        });
+        if (bucket == by_network_.end()) {
+          by_network_.push_back({n.address.family, n.prefix_len, {}});
+          bucket = by_network_.end() - 1;
+        }
+        auto& list = bucket->rules[n.Masked().address];
         if (list.empty() || list.back() != i) list.push_back(i);
       }
     } else {
       unindexed_.push_back(i);
+      unindexed = true;
     }
-    if (rule.NeedsName() || !hosts_indexable) unindexed_and_named_.push_back(i);
+    if (rule.NeedsName() || unindexed) unindexed_and_named_.push_back(i);
   }
 }
 
@@ -838,10 +844,14 @@ void RuleTable::MarkUsed(std::string_view name) const {
 void RuleTable::Candidates(FlowFacts& facts, std::vector<uint32_t>& out) const {
   out.clear();
   const FlowQuestion& q = facts.question();
-  if (!by_address_.empty()) {
+  if (!by_network_.empty()) {
     const IpAddress& other = q.direction == Direction::kOutbound ? q.tuple.dst : q.tuple.src;
-    if (auto it = by_address_.find(other); it != by_address_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+    for (const NetworkBucket& bucket : by_network_) {
+      if (bucket.family != other.family) continue;
+      const IpAddress key = IpNetwork{other, bucket.prefix_len}.Masked().address;
+      if (auto it = bucket.rules.find(key); it != bucket.rules.end()) {
+        out.insert(out.end(), it->second.begin(), it->second.end());
+      }
     }
   }
   if (!by_exact_host_.empty() || !by_host_suffix_.empty()) {

@@ -205,10 +205,10 @@ struct Decision {
 
 // The rules in evaluation order plus the default action, with an index so that a flow is tried
 // only against rules that can match it: rules whose every `host` is exact or `*.suffix` are
-// filed under those names, rules whose every remote address is a single host under that address,
-// the rest are tried for every flow. Immutable once built (except for the used-up flags of
-// `once` rules, which are atomic), so any number of threads may decide against it while a reload
-// builds the next one.
+// filed under those names, rules with `ip`/`cidr` (and no name condition) under their networks,
+// the rest (port-only rules, regex hosts, lists, process conditions) are tried for every flow.
+// Immutable once built (except for the used-up flags of `once` rules, which are atomic), so any
+// number of threads may decide against it while a reload builds the next one.
 class RuleTable {
  public:
   // Sorts into evaluation order (see the top of this file), precomputes reasons and the index.
@@ -262,7 +262,14 @@ class RuleTable {
   using ByName = std::unordered_map<std::string, std::vector<uint32_t>, NameHash, std::equal_to<>>;
   ByName by_exact_host_;
   ByName by_host_suffix_;  // "*.example.com" filed under "example.com"
-  std::unordered_map<IpAddress, std::vector<uint32_t>, AddressHash> by_address_;
+  // Rules whose every remote network can be looked up: one bucket per (family, prefix length)
+  // in use, keyed by the masked address, so a flow costs one lookup per distinct prefix length.
+  struct NetworkBucket {
+    uint8_t family = 0;
+    uint8_t prefix_len = 0;
+    std::unordered_map<IpAddress, std::vector<uint32_t>, AddressHash> rules;
+  };
+  std::vector<NetworkBucket> by_network_;
   std::vector<uint32_t> unindexed_;  // tried for every flow
   // unindexed_ plus every rule with a host or list: tried when no name of the flow is known, so
   // a rule that would need one is seen (and the flow inspected, or on_unknown applied).
