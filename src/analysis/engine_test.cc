@@ -8,26 +8,14 @@
 #include <string>
 #include <thread>
 
+#include "analysis/facts_for_tests.h"
 #include "analysis/wire_for_tests.h"
 
 namespace tollgate::analysis {
 namespace {
 
-ProcessInfo Proc(uint32_t pid, uint32_t uid, std::string exe) {
-  ProcessInfo p;
-  p.pid = pid;
-  p.uid = uid;
-  p.exe = std::move(exe);
-  return p;
-}
-
-AppClassification App(std::string protocol, std::string master = "", bool guessed = false) {
-  AppClassification a;
-  a.protocol = std::move(protocol);
-  a.master = std::move(master);
-  a.guessed = guessed;
-  return a;
-}
+using testing::App;
+using testing::Proc;
 
 using testing::AnswerSpec;
 using testing::ClientHelloBytes;

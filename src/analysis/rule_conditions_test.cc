@@ -11,26 +11,14 @@
 #include <vector>
 
 #include "analysis/blocklist.h"
+#include "analysis/facts_for_tests.h"
 #include "analysis/rule_table.h"
 
 namespace tollgate::analysis {
 namespace {
 
-ProcessInfo Proc(uint32_t pid, uint32_t uid, std::string exe) {
-  ProcessInfo p;
-  p.pid = pid;
-  p.uid = uid;
-  p.exe = std::move(exe);
-  return p;
-}
-
-AppClassification App(std::string protocol, std::string master = "", bool guessed = false) {
-  AppClassification a;
-  a.protocol = std::move(protocol);
-  a.master = std::move(master);
-  a.guessed = guessed;
-  return a;
-}
+using testing::App;
+using testing::Proc;
 
 using namespace std::chrono_literals;
 

@@ -2,6 +2,7 @@
 // options on the CLI::App and sets the exit code when its command runs (exit_codes.h).
 #include <CLI/CLI.hpp>
 
+#include "cli/control_commands.h"
 #include "cli/exit_codes.h"
 #include "cli/macos_commands.h"
 
@@ -10,6 +11,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "tollgate " TOLLGATE_VERSION);
   app.require_subcommand(1);
   int exit_code = tollgate::cli::kExitClean;
+  tollgate::cli::AddControlCommands(app, &exit_code);
   tollgate::cli::AddMacosCommands(app, &exit_code);
   try {
     app.parse(argc, argv);

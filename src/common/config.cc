@@ -285,6 +285,19 @@ Expected<Config> ParseConfig(std::string_view text, const std::string& source_na
          runtime_dir_set = true;
          ReadAbsolutePath(n, "tollgate.runtime_dir", &config.tollgate.runtime_dir, problems);
        }},
+      {"admin_group",
+       [&](const toml::node& n) {
+         const auto* value = n.as_string();
+         if (value == nullptr || !IsGroupName(value->get())) {
+           problems.Add(n.source().begin,
+                        Must("tollgate.admin_group",
+                             "a group name (letters, digits, \"_\", \"-\", \".\"; starting with "
+                             "a letter or \"_\"; at most 32 characters)",
+                             n));
+           return;
+         }
+         config.tollgate.admin_group = value->get();
+       }},
   };
   DaemonSettings& daemon = config.daemon;
   const Field daemon_fields[] = {
@@ -312,6 +325,26 @@ Expected<Config> ParseConfig(std::string_view text, const std::string& source_na
          ReadAbsolutePath(n, "daemon.rules_dir", &daemon.rules_dir, problems);
        }},
       {"allow_exe", [&](const toml::node& n) { ReadAllowExe(n, &daemon.allow_exe, problems); }},
+      {"flow_log",
+       [&](const toml::node& n) {
+         // "" is the documented way to turn the log off; anything else must be a path.
+         const auto* value = n.as_string();
+         if (value != nullptr && value->get().empty()) {
+           daemon.flow_log.clear();
+           return;
+         }
+         ReadAbsolutePath(n, "daemon.flow_log", &daemon.flow_log, problems);
+       }},
+      {"flow_log_max_age_days",
+       [&](const toml::node& n) {
+         ReadUint32(n, "daemon.flow_log_max_age_days", 0, kMaxFlowLogAgeDays,
+                    &daemon.flow_log_max_age_days, problems);
+       }},
+      {"flow_log_max_mb",
+       [&](const toml::node& n) {
+         ReadUint32(n, "daemon.flow_log_max_mb", 0, kMaxFlowLogMb, &daemon.flow_log_max_mb,
+                    problems);
+       }},
   };
   FilterSettings& filter = config.filter;
   const Field filter_fields[] = {

@@ -47,6 +47,9 @@ struct TollgateSettings {
   // Where analysis.sock and control.sock live. When the file does not set it, it is derived from
   // the group as /run/<group>, so renaming the group moves the sockets with it.
   std::string runtime_dir = "/run/tollgate";
+  // The Unix group whose members may use the control API (control.sock: `tollgate status`,
+  // `tollgate rules add`, ...) besides root. A group that does not exist means root only.
+  std::string admin_group = "tollgate-admin";
 };
 
 // [daemon]: tollgated.
@@ -58,6 +61,10 @@ struct DaemonSettings {
   std::string rules_dir = "/etc/tollgate/rules.d";
   // Empty = any executable run by root or a member of the group may connect.
   std::vector<AllowedExe> allow_exe;
+  // The flow log (SQLite): every decision, for `tollgate flows`. "" turns it off.
+  std::string flow_log = "/var/lib/tollgate/flows.db";
+  uint32_t flow_log_max_age_days = 30;  // older records are deleted; 0 = no age limit
+  uint32_t flow_log_max_mb = 256;       // past this the oldest are deleted; 0 = no size limit
 };
 
 // [filter]: tollgate-filter.
@@ -92,6 +99,8 @@ inline constexpr uint32_t kMaxQuestionDeadlineMs = 60000;
 inline constexpr uint32_t kMaxPendingFlowsLimit = 1u << 22;
 inline constexpr uint32_t kMaxInspectBytes = 65535;
 inline constexpr uint32_t kMaxReplySpinUs = 1000;
+inline constexpr uint32_t kMaxFlowLogAgeDays = 3650;
+inline constexpr uint32_t kMaxFlowLogMb = 1u << 20;
 
 // Parses settings text. `source_name` is what error messages call the text (usually its path).
 // Errors have code kInvalidArgument (a setting is wrong) or kMalformed (not TOML).

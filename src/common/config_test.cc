@@ -101,6 +101,39 @@ inspect_max_bytes = 4096
   EXPECT_EQ(config->filter.inspect_max_bytes, 4096u);
 }
 
+TEST(ParseConfigTest, ControlAndFlowLogSettings) {
+  auto defaults = ParseConfig("", "t.toml");
+  ASSERT_TRUE(defaults) << defaults.error().message;
+  EXPECT_EQ(defaults->tollgate.admin_group, "tollgate-admin");
+  EXPECT_EQ(defaults->daemon.flow_log, "/var/lib/tollgate/flows.db");
+  EXPECT_EQ(defaults->daemon.flow_log_max_age_days, 30u);
+  EXPECT_EQ(defaults->daemon.flow_log_max_mb, 256u);
+
+  auto set = ParseConfig(
+      "[tollgate]\nadmin_group = \"wheel\"\n[daemon]\nflow_log = \"/srv/f.db\"\n"
+      "flow_log_max_age_days = 0\nflow_log_max_mb = 1024\n",
+      "t.toml");
+  ASSERT_TRUE(set) << set.error().message;
+  EXPECT_EQ(set->tollgate.admin_group, "wheel");
+  EXPECT_EQ(set->daemon.flow_log, "/srv/f.db");
+  EXPECT_EQ(set->daemon.flow_log_max_age_days, 0u);
+  EXPECT_EQ(set->daemon.flow_log_max_mb, 1024u);
+
+  auto off = ParseConfig("[daemon]\nflow_log = \"\"\n", "t.toml");
+  ASSERT_TRUE(off) << off.error().message;
+  EXPECT_EQ(off->daemon.flow_log, "");
+
+  EXPECT_EQ(ErrorOf("[daemon]\nflow_log = \"flows.db\"\n"),
+            "t.toml:2:12: daemon.flow_log must be an absolute path, got \"flows.db\"");
+  EXPECT_EQ(ErrorOf("[daemon]\nflow_log_max_mb = -1\n"),
+            "t.toml:2:19: daemon.flow_log_max_mb must be an integer from 0 to 1048576, got -1");
+  EXPECT_EQ(ErrorOf("[daemon]\nflow_log_max_age_days = 4000\n"),
+            "t.toml:2:25: daemon.flow_log_max_age_days must be an integer from 0 to 3650, got "
+            "4000");
+  EXPECT_NE(ErrorOf("[tollgate]\nadmin_group = \"../x\"\n").find("tollgate.admin_group must be"),
+            std::string::npos);
+}
+
 TEST(ParseConfigTest, RuntimeDirFollowsGroupUnlessSet) {
   auto derived = ParseConfig("[tollgate]\ngroup = \"netguard\"\n", "t.toml");
   ASSERT_TRUE(derived) << derived.error().message;
@@ -186,7 +219,7 @@ TEST(ParseConfigErrorTest, UnknownKeySuggestsTheNearMiss) {
 TEST(ParseConfigErrorTest, UnknownKeyListsTheKnownKeys) {
   EXPECT_EQ(ErrorOf("[tollgate]\n  colour = 1\n"),
             "t.toml:2:3: unknown key \"colour\" in [tollgate]; expected one of: group, "
-            "runtime_dir");
+            "runtime_dir, admin_group");
 }
 
 TEST(ParseConfigErrorTest, UnknownTopLevelKeyAndTable) {
@@ -340,7 +373,7 @@ TEST(PackagedConfigTest, ShippedFileStatesTheDefaults) {
     }
     uncommented += line + "\n";
   }
-  EXPECT_EQ(settings, 14);  // every setting of Config except the allow_exe example
+  EXPECT_EQ(settings, 18);  // every setting of Config except the allow_exe and blocklists examples
   auto all_set = ParseConfig(uncommented, "uncommented");
   ASSERT_TRUE(all_set) << all_set.error().message;
   const Config defaults;
@@ -360,6 +393,11 @@ TEST(PackagedConfigTest, ShippedFileStatesTheDefaults) {
     EXPECT_EQ(config->filter.inbound, defaults.filter.inbound);
     EXPECT_EQ(config->filter.inspect_max_bytes, defaults.filter.inspect_max_bytes);
     EXPECT_EQ(config->filter.reply_spin_us, defaults.filter.reply_spin_us);
+    EXPECT_EQ(config->tollgate.admin_group, defaults.tollgate.admin_group);
+    EXPECT_EQ(config->daemon.flow_log, defaults.daemon.flow_log);
+    EXPECT_EQ(config->daemon.flow_log_max_age_days, defaults.daemon.flow_log_max_age_days);
+    EXPECT_EQ(config->daemon.flow_log_max_mb, defaults.daemon.flow_log_max_mb);
+    EXPECT_TRUE(config->blocklists.empty());
   }
 }
 #endif

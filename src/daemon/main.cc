@@ -1,10 +1,13 @@
 // tollgated: the privileged analysis daemon. Wiring only: configuration, sockets (from systemd or
 // bound by hand), blocklists and rules, the analysis engine with its process source (sock_diag)
-// and classifier (nDPI), the channel server, signals and sd_notify.
+// and classifier (nDPI), the channel server, the control API server (control.sock) with its
+// backend, the flow log, signals and sd_notify.
 //
 // Lifecycle: started on demand by tollgated.socket (or by hand); answers the filter over
-// analysis.sock; SIGHUP reloads rules atomically (a broken file keeps the rules in force);
-// SIGTERM or idle_exit_seconds: stop accepting, finish what was accepted, say Goodbye, exit.
+// analysis.sock and operators over control.sock; SIGHUP (or the control API's Reload) reloads
+// rules atomically (a broken file keeps the rules in force); SIGTERM or idle_exit_seconds (never
+// while an operator client is connected): stop accepting, finish what was accepted, say Goodbye,
+// exit.
 #include <grp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -27,6 +30,10 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "control/control_server.h"
+#include "control/records.h"
+#include "daemon/daemon_backend.h"
+#include "flowlog/flow_log.h"
 #include "ipc/channel_server.h"
 #include "platform/linux/attribution.h"
 #include "platform/linux/peer_credentials.h"
@@ -44,6 +51,7 @@ struct Flags {
   std::optional<std::string> rules_dir;
   std::optional<uint32_t> idle_exit_seconds;
   std::optional<std::string> log_level;
+  std::optional<std::string> flow_log;
 };
 
 Expected<uint32_t> LookUpGroup(const std::string& name) {
@@ -105,7 +113,8 @@ std::string EngineLine(const analysis::EngineCounters& c) {
 
 class Daemon {
  public:
-  Daemon(Config config, uint32_t group_gid) : config_(std::move(config)), group_gid_(group_gid) {}
+  Daemon(Config config, uint32_t group_gid, uint32_t admin_gid)
+      : config_(std::move(config)), group_gid_(group_gid), admin_gid_(admin_gid) {}
 
   // Loads blocklists and rules into a new table and puts it in force; on any error the table in
   // force stays. At start, a missing rules directory means "no rules yet" (a fresh install).
@@ -143,12 +152,25 @@ class Daemon {
                                                    classifier_.get(), clock_, options);
     }
     lists_ = std::move(*lists);
+    ++rule_set_.version;
+    rule_set_.loaded_at = std::chrono::system_clock::now();
+    rule_set_.blocklists.clear();
+    for (const auto& [name, list] : lists_) rule_set_.blocklists[name] = list->size();
     TG_LOG_INFO("%zu rules in force from %s, %zu blocklists", n, config_.daemon.rules_dir.c_str(),
                 lists_.size());
     return {};
   }
 
   using Blocklists = std::map<std::string, std::shared_ptr<const analysis::Blocklist>>;
+
+  // What a rule may refer to with the blocklists in force (the control API's AddRule checks a new
+  // rule against it before writing it).
+  analysis::RuleLoadContext LoadContext() const {
+    analysis::RuleLoadContext context;
+    context.blocklists = &lists_;
+    context.classifier = classifier_.get();
+    return context;
+  }
 
   // Every configured list; a list whose file is unchanged since the last load (same inode, size
   // and modification time) is reused rather than read again, so a reload for a rule edit does not
@@ -240,6 +262,11 @@ class Daemon {
     server_->OnIdle([this] { sd_event_exit(loop_, 0); });
     if (Status s = server_->Start(); !s) return s;
 
+    OpenFlowLog();
+    if (Status s = StartControl(std::move(activated->control)); !s) return s;
+    server_->SetBusyCheck([this] { return control_ && control_->busy(); });
+    engine_->SetObserver([this](const analysis::DecisionRecord& record) { Observe(record); });
+
     sd_event_add_time_relative(loop_, &status_timer_, CLOCK_MONOTONIC, 0, 1'000'000, OnStatusTimer,
                                this);
     sd_notify(0, "READY=1\nSTATUS=serving");
@@ -249,7 +276,11 @@ class Daemon {
     sd_notify(0, "STOPPING=1");
     TG_LOG_INFO("exiting: %s %s", CountersLine(server_->counters()).c_str(),
                 EngineLine(engine_->counters()).c_str());
+    engine_->SetObserver(nullptr);
+    if (control_) control_->Shutdown();
+    control_.reset();
     server_.reset();
+    flow_log_.reset();  // writes what is queued
     sd_event_source_disable_unref(status_timer_);
     sd_event_unref(loop_);
     if (r < 0) return Unexpected(Error::System("event loop", -r));
@@ -261,17 +292,12 @@ class Daemon {
     auto* d = static_cast<Daemon*>(self);
     TG_LOG_INFO("signal %u: stopping", si->ssi_signo);
     d->server_->Shutdown("tollgated stopping");
+    if (d->control_) d->control_->Shutdown();
     sd_event_exit(d->loop_, 0);
     return 0;
   }
   static int OnReload(sd_event_source*, const signalfd_siginfo*, void* self) {
-    auto* d = static_cast<Daemon*>(self);
-    sd_notify(0, "RELOADING=1");
-    if (Status s = d->LoadRules(false); !s) {
-      TG_LOG_ERROR("reload failed, the rules in force stay in force: %s",
-                   s.error().message.c_str());
-    }
-    sd_notify(0, "READY=1");
+    (void)static_cast<Daemon*>(self)->Reload("SIGHUP");
     return 0;
   }
   static int OnStatusTimer(sd_event_source* s, uint64_t usec, void* self) {
@@ -285,8 +311,115 @@ class Daemon {
     return 0;
   }
 
+  // control.sock: from the service manager, or bound by hand next to analysis.sock. Its group is
+  // the admin group (root only when that group does not exist).
+  Status StartControl(UniqueFd control_fd) {
+    if (!control_fd.valid()) {
+      if (from_systemd_) {
+        TG_LOG_NOTICE(
+            "no control socket passed by the service manager (FileDescriptorName=%s): "
+            "the control API is off",
+            platform::kControlSocketName);
+      } else {
+        Expected<platform::RuntimeDir> dir =
+            platform::PrepareRuntimeDir(config_.tollgate.runtime_dir, group_gid_);
+        if (!dir) return Unexpected(dir.error());
+        Expected<UniqueFd> fd =
+            platform::BindServiceSocket(*dir, "control.sock", SOCK_STREAM, admin_gid_);
+        if (!fd) return Unexpected(fd.error());
+        control_fd = std::move(*fd);
+        TG_LOG_INFO(
+            "control API on %s/control.sock (group %s)", config_.tollgate.runtime_dir.c_str(),
+            admin_gid_ == platform::kNoGroup ? "root only" : config_.tollgate.admin_group.c_str());
+      }
+    }
+    DaemonParts parts;
+    parts.config = &config_;
+    parts.started = started_;
+    parts.engine = engine_.get();
+    parts.processes = &processes_;
+    parts.channel = server_.get();
+    parts.flow_log = flow_log_.get();
+    parts.flow_log_unavailable = flow_log_unavailable_;
+    parts.rule_set = &rule_set_;
+    parts.verdicts = &verdicts_;
+    parts.reload = [this] { return Reload("control API"); };
+    parts.load_context = [this] { return LoadContext(); };
+    backend_ = std::make_unique<DaemonBackend>(std::move(parts));
+    if (!control_fd.valid()) return {};
+    control::ControlServerOptions options;
+    options.policy.group_gid = admin_gid_;
+    options.policy.group_name = config_.tollgate.admin_group;
+    control_ = std::make_unique<control::ControlServer>(loop_, std::move(control_fd), identity_,
+                                                        *backend_, options);
+    backend_->parts().control = control_.get();
+    return control_->Start();
+  }
+
+  void OpenFlowLog() {
+    if (config_.daemon.flow_log.empty()) {
+      flow_log_unavailable_ = "the flow log is off (daemon.flow_log = \"\")";
+      return;
+    }
+    flowlog::FlowLogOptions options;
+    options.path = config_.daemon.flow_log;
+    options.max_age = std::chrono::hours(24) * config_.daemon.flow_log_max_age_days;
+    options.max_bytes = uint64_t{config_.daemon.flow_log_max_mb} << 20;
+    Expected<std::unique_ptr<flowlog::FlowLog>> log = flowlog::FlowLog::Open(options);
+    if (!log) {
+      flow_log_unavailable_ = log.error().message;
+      TG_LOG_WARNING("no flow log: %s (set daemon.flow_log, or \"\" to turn it off)",
+                     log.error().message.c_str());
+      return;
+    }
+    flow_log_ = std::move(*log);
+    // The verdict path never waits for /proc: a record whose process no rule asked for is
+    // attributed here, on the log's writer thread (the sock_diag source is internally locked).
+    flow_log_->SetEnricher([this](flowlog::FlowRecord& record) {
+      if (record.pid || !record.exe.empty()) return;
+      std::optional<FlowQuestion> q = control::QuestionFromRecord(record);
+      if (!q) return;
+      analysis::ProcessLookup found = processes_.Find(*q);
+      if (found.state != analysis::Attribution::kFound) return;
+      record.pid = found.process.pid;
+      record.exe = found.process.exe;
+      record.user = found.process.user;
+      record.unit = found.process.unit;
+      if (!record.uid && found.process.uid != kUnknownId) record.uid = found.process.uid;
+    });
+    TG_LOG_INFO("flow log at %s", flow_log_->path().c_str());
+  }
+
+  // Every decision: counted, streamed to subscribers, logged. Runs on the verdict path, so each
+  // step only enqueues.
+  void Observe(const analysis::DecisionRecord& record) {
+    const size_t action = static_cast<size_t>(record.verdict.action);
+    if (action < verdicts_.size()) ++verdicts_[action];
+    if (control_) control_->Publish(record);
+    if (flow_log_) flow_log_->Append(control::ToFlowRecord(record));
+  }
+
+  Status Reload(const char* who) {
+    sd_notify(0, "RELOADING=1");
+    Status s = LoadRules(false);
+    if (!s) {
+      TG_LOG_ERROR("%s: reload failed, the rules in force stay in force: %s", who,
+                   s.error().message.c_str());
+    }
+    sd_notify(0, "READY=1");
+    return s;
+  }
+
   Config config_;
   uint32_t group_gid_;
+  uint32_t admin_gid_;
+  std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
+  RuleSetState rule_set_;
+  VerdictCounts verdicts_{};
+  std::unique_ptr<flowlog::FlowLog> flow_log_;
+  std::string flow_log_unavailable_;
+  std::unique_ptr<DaemonBackend> backend_;
+  std::unique_ptr<control::ControlServer> control_;
   bool from_systemd_ = false;
   sd_event* loop_ = nullptr;
   sd_event_source* status_timer_ = nullptr;
@@ -322,6 +455,7 @@ int Main(int argc, char** argv) {
   app.add_option("--rules-dir", flags.rules_dir, "directory of *.toml rule files");
   app.add_option("--idle-exit", flags.idle_exit_seconds, "exit after this many idle seconds");
   app.add_option("--log-level", flags.log_level, "error, warning, notice, info or debug");
+  app.add_option("--flow-log", flags.flow_log, "flow log database (\"\" = off)");
   CLI11_PARSE(app, argc, argv);
 
   Expected<Config> config = LoadConfigOrDefaults(flags.config_path, flags.config_explicit);
@@ -335,6 +469,7 @@ int Main(int argc, char** argv) {
   if (flags.runtime_dir) config->tollgate.runtime_dir = *flags.runtime_dir;
   if (flags.rules_dir) config->daemon.rules_dir = *flags.rules_dir;
   if (flags.idle_exit_seconds) config->daemon.idle_exit_seconds = *flags.idle_exit_seconds;
+  if (flags.flow_log) config->daemon.flow_log = *flags.flow_log;
   if (const char* env = std::getenv("TOLLGATE_RUNTIME_DIR"); env && !flags.runtime_dir) {
     config->tollgate.runtime_dir = env;
   }
@@ -355,8 +490,16 @@ int Main(int argc, char** argv) {
     TG_LOG_ERROR("%s", gid.error().message.c_str());
     return 1;
   }
+  // The admin group may be absent (a machine where nobody was made an operator): root only then.
+  uint32_t admin_gid = platform::kNoGroup;
+  if (Expected<uint32_t> admin = LookUpGroup(config->tollgate.admin_group); admin) {
+    admin_gid = *admin;
+  } else {
+    TG_LOG_NOTICE("admin group \"%s\" does not exist: only root may use the control API",
+                  config->tollgate.admin_group.c_str());
+  }
   RaiseFileLimit();
-  Daemon daemon(std::move(*config), *gid);
+  Daemon daemon(std::move(*config), *gid, admin_gid);
   if (Status s = daemon.LoadRules(true); !s) {
     TG_LOG_ERROR("cannot start: %s", s.error().message.c_str());
     return 1;

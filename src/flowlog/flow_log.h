@@ -24,6 +24,10 @@ struct FlowLogOptions {
   size_t batch = 512;                             // records per transaction at most
   std::chrono::milliseconds flush_interval{500};  // a partial batch waits at most this long
   size_t queue_limit = 65536;  // records waiting; past it Append drops and counts
+  // max_age 0 or max_bytes 0: no limit of that kind. batch 0 is refused by Open.
+  // Tests only: caps the database at this many pages (PRAGMA max_page_count on the writer
+  // connection), so a test without root can make SQLite report a full disk. 0 = no cap.
+  uint32_t max_pages_for_testing = 0;
 };
 
 // One decision, flattened for the log. Times are microseconds since the Unix epoch (UTC).
@@ -56,21 +60,25 @@ struct FlowQuery {
   size_t limit = 100;               // newest first; at most 10000
 };
 
+// Once Flush returns, appended == written + dropped_queue_full + dropped_write_error.
 struct FlowLogCounters {
-  uint64_t appended = 0;
+  uint64_t appended = 0;  // every Append call, including those then dropped
   uint64_t written = 0;
   uint64_t dropped_queue_full = 0;
   uint64_t dropped_write_error = 0;  // disk full, database locked, I/O error
-  uint64_t pruned = 0;
+  uint64_t pruned = 0;               // deleted by retention (age or size)
 };
 
 class FlowLog {
  public:
   // Opens (creating if needed, with its directory's existing permissions) and starts the writer.
-  // An unusable path is an Error; the daemon then runs without a log and says so.
+  // A new file gets mode 0600: it says who connected where. An unusable path, a file that is not
+  // a flow log, or one written by a newer Tollgate (higher schema version) is an Error; the daemon
+  // then runs without a log and says so.
   static Expected<std::unique_ptr<FlowLog>> Open(FlowLogOptions options);
   // Runs on the writer thread for each record before it is written, e.g. to attribute the
   // process after the verdict (the verdict path does not wait for /proc). Set before Append.
+  // It must return promptly: Flush and the destructor wait for it.
   void SetEnricher(std::function<void(FlowRecord&)> enrich);
 
   ~FlowLog();  // writes what is queued (bounded by a few seconds), then stops the writer
@@ -79,7 +87,8 @@ class FlowLog {
   void Append(FlowRecord record);
   // Reads on its own connection; safe from any thread while the writer runs.
   Expected<std::vector<FlowRecord>> Query(const FlowQuery& query) const;
-  // Waits until everything appended so far is written or dropped (tests, shutdown).
+  // Waits until everything appended so far is written or dropped, then applies retention
+  // (tests, shutdown).
   void Flush();
   FlowLogCounters counters() const;
   const std::string& path() const;

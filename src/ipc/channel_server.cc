@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <deque>
+#include <utility>
 #include <vector>
 
 #include "common/log.h"
@@ -38,7 +40,36 @@ struct ChannelServer::Connection {
   Role role = Role::kUnknown;
   std::deque<std::vector<uint8_t>> outbox;  // replies the peer has not taken yet
   uint32_t events = EPOLLIN;
+  std::chrono::system_clock::time_point connected_since = std::chrono::system_clock::now();
+  uint64_t questions = 0;
+  uint64_t verdicts = 0;
 };
+
+void LatencyHistogram::Observe(Duration elapsed, uint64_t times) {
+  const double seconds = std::chrono::duration<double>(elapsed).count();
+  size_t bucket = 0;
+  while (bucket < kBounds.size() && seconds > kBounds[bucket]) ++bucket;
+  counts[bucket] += times;
+  count += times;
+  sum_seconds += seconds * static_cast<double>(times);
+}
+
+std::vector<ConnectionInfo> ChannelServer::Connections() const {
+  std::vector<ConnectionInfo> out;
+  out.reserve(connections_.size());
+  for (const auto& [fd, c] : connections_) {
+    ConnectionInfo info;
+    info.role = c->role;
+    info.uid = c->peer.uid;
+    info.pid = c->peer.pid;
+    if (c->peer.exe_known) info.exe = c->peer.exe_path;
+    info.connected_since = c->connected_since;
+    info.questions = c->questions;
+    info.verdicts = c->verdicts;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
 
 // Applies one verified message's items to a connection, building the reply in the server's
 // shared builder. Stops at the first protocol error; the caller then closes the connection.
@@ -49,6 +80,8 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   bool failed() const { return !error_.empty(); }
   const std::string& error() const { return error_; }
   bool close_after_reply() const { return close_after_reply_; }
+  // Verdicts in the reply being built; the caller observes their latency when it sends it.
+  uint64_t TakeVerdictsInReply() { return std::exchange(verdicts_in_reply_, 0); }
 
   void OnHello(const Hello& hello) override {
     if (!First() || c_.state != Connection::State::kAwaitHello) return Fail("unexpected Hello");
@@ -75,6 +108,7 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   void OnQuestion(const FlowQuestion& q) override {
     if (!Ready("FlowQuestion")) return;
     ++s_.counters_.questions;
+    ++c_.questions;
     Verdict v = s_.analyzer_.Decide(q);
     v.id = q.id;  // the analyzer cannot answer a different question than it was asked
     if (LogEnabled(LogLevel::kDebug)) {
@@ -85,6 +119,8 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     if (!s_.reply_.WouldFit(MessageBuilder::EstimateVerdictBytes(v)) && !FlushReply()) return;
     s_.reply_.AddVerdict(v);
     ++s_.counters_.verdicts;
+    ++c_.verdicts;
+    ++verdicts_in_reply_;
   }
 
   void OnDnsObservation(std::span<const uint8_t> reply) override {
@@ -124,6 +160,7 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   }
   bool FlushReply() {
     bool ok = s_.Send(c_, s_.reply_.Finish());
+    s_.ObserveLatency(TakeVerdictsInReply());
     s_.reply_.Reset();
     if (!ok) Fail("send failed");
     return ok;
@@ -134,6 +171,7 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   size_t index_ = 0;
   std::string error_;
   bool close_after_reply_ = false;
+  uint64_t verdicts_in_reply_ = 0;
 };
 
 ChannelServer::ChannelServer(sd_event* loop, UniqueFd listen_fd, PeerIdentity& identity,
@@ -158,6 +196,16 @@ ChannelServer::~ChannelServer() {
 }
 
 MonoTime ChannelServer::Now() const { return LoopNow(loop_); }
+
+void ChannelServer::ObserveLatency(uint64_t verdicts) {
+  if (verdicts == 0) return;
+  // From this loop iteration's wake-up (when the question became readable) to now.
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const MonoTime sent{std::chrono::duration_cast<Duration>(std::chrono::seconds(ts.tv_sec) +
+                                                           std::chrono::nanoseconds(ts.tv_nsec))};
+  latency_.Observe(std::max(Duration(0), sent - Now()), verdicts);
+}
 
 Status ChannelServer::Start() {
   int r = sd_event_add_io(loop_, &listen_source_, listen_fd_.get(), EPOLLIN, OnListenReady, this);
@@ -305,6 +353,7 @@ bool ChannelServer::HandleMessage(Connection& c, size_t index) {
   }
   if (!reply_.empty()) {
     bool ok = Send(c, reply_.Finish());
+    ObserveLatency(dispatcher.TakeVerdictsInReply());
     reply_.Reset();
     if (!ok) return false;
   }
@@ -385,7 +434,9 @@ void ChannelServer::ArmIdleTimer() {
 int ChannelServer::OnIdleTimer(sd_event_source*, uint64_t, void* userdata) {
   auto* self = static_cast<ChannelServer*>(userdata);
   if (self->shutting_down_) return 0;
-  if (self->ListenBacklogHasClient()) self->last_activity_ = self->Now();
+  if (self->ListenBacklogHasClient() || (self->busy_ && self->busy_())) {
+    self->last_activity_ = self->Now();
+  }
   if (self->Now() - self->last_activity_ < self->options_.idle_exit) {
     self->ArmIdleTimer();
     return 0;

@@ -10,11 +10,14 @@
 
 #include <systemd/sd-event.h>
 
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "analysis/analyzer.h"
 #include "common/clock.h"
@@ -54,6 +57,30 @@ struct ServerCounters {
   uint64_t send_errors = 0;
 };
 
+// Time from a question's arrival (the loop wake-up that read it) to its verdict being handed to
+// the socket, in fixed buckets for the Prometheus histogram tollgate_question_seconds.
+struct LatencyHistogram {
+  // Upper bounds in seconds; a last, implicit bucket is +Inf.
+  static constexpr std::array<double, 12> kBounds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25};
+  std::array<uint64_t, kBounds.size() + 1> counts{};  // per bucket, not cumulative
+  uint64_t count = 0;
+  double sum_seconds = 0;
+
+  void Observe(Duration elapsed, uint64_t times = 1);
+};
+
+// One connected client, for `tollgate status` (the control API's GetStatus).
+struct ConnectionInfo {
+  Role role = Role::kUnknown;  // kUnknown until its Hello
+  uint32_t uid = kUnknownId;
+  pid_t pid = 0;
+  std::string exe;  // "" when the kernel could not tell
+  std::chrono::system_clock::time_point connected_since;
+  uint64_t questions = 0;
+  uint64_t verdicts = 0;
+};
+
 class ChannelServer {
  public:
   ChannelServer(sd_event* loop, UniqueFd listen_fd, PeerIdentity& identity,
@@ -71,8 +98,14 @@ class ChannelServer {
   // Called once when idle_exit has passed with nothing to do; the owner then exits its loop.
   void OnIdle(std::function<void()> callback) { on_idle_ = std::move(callback); }
 
+  // Asked when the idle timer fires: true postpones idle exit (an operator client is connected
+  // to the control socket, say).
+  void SetBusyCheck(std::function<bool()> busy) { busy_ = std::move(busy); }
+
   const ServerCounters& counters() const { return counters_; }
   size_t connection_count() const { return connections_.size(); }
+  std::vector<ConnectionInfo> Connections() const;
+  const LatencyHistogram& question_latency() const { return latency_; }
 
  private:
   struct Connection;
@@ -93,6 +126,7 @@ class ChannelServer {
   bool ListenBacklogHasClient() const;
   void ArmIdleTimer();
   MonoTime Now() const;
+  void ObserveLatency(uint64_t verdicts);
 
   sd_event* loop_;
   UniqueFd listen_fd_;
@@ -111,6 +145,8 @@ class ChannelServer {
   MonoTime last_activity_{};
   bool shutting_down_ = false;
   std::function<void()> on_idle_;
+  std::function<bool()> busy_;
+  LatencyHistogram latency_;
   // Refused peers are logged once each, but at most this many per minute (a loop of refused
   // connects must not flood the journal); the rest are counted.
   uint32_t refusal_logs_this_minute_ = 0;
