@@ -5,6 +5,8 @@
 #include <ctime>
 #include <limits>
 
+#include "common/rfc3339.h"
+
 namespace tollgate::cli {
 
 Table::Table(std::vector<std::string> headers) : headers_(std::move(headers)) {}
@@ -105,80 +107,15 @@ size_t DisplayWidth(std::string_view printable) {
   return width;
 }
 
-namespace {
-
-bool Digits(std::string_view text, size_t pos, size_t count, int* out) {
-  if (pos + count > text.size()) return false;
-  int value = 0;
-  for (size_t i = pos; i < pos + count; ++i) {
-    if (text[i] < '0' || text[i] > '9') return false;
-    value = value * 10 + (text[i] - '0');
-  }
-  *out = value;
-  return true;
-}
-
-// Days from 1970-01-01 to the given civil date (proleptic Gregorian), without timegm's locale of
-// global state.
-int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = static_cast<unsigned>(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-}  // namespace
-
 std::optional<int64_t> ParseRfc3339(std::string_view text) {
-  int year, month, day, hour, minute, second;
-  if (text.size() < 20 || !Digits(text, 0, 4, &year) || text[4] != '-' ||
-      !Digits(text, 5, 2, &month) || text[7] != '-' || !Digits(text, 8, 2, &day) ||
-      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || !Digits(text, 11, 2, &hour) ||
-      text[13] != ':' || !Digits(text, 14, 2, &minute) || text[16] != ':' ||
-      !Digits(text, 17, 2, &second)) {
-    return std::nullopt;
-  }
-  static constexpr int kDaysIn[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  if (month < 1 || month > 12 || day < 1 || day > kDaysIn[month - 1] || hour > 23 || minute > 59 ||
-      second > 60) {
-    return std::nullopt;
-  }
-  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-  if (month == 2 && day == 29 && !leap) return std::nullopt;
-  size_t pos = 19;
-  if (pos < text.size() && text[pos] == '.') {
-    size_t start = ++pos;
-    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos;
-    if (pos == start) return std::nullopt;
-  }
-  int64_t offset = 0;
-  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
-    ++pos;
-  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
-    int oh, om;
-    if (!Digits(text, pos + 1, 2, &oh) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
-        !Digits(text, pos + 4, 2, &om) || oh > 23 || om > 59) {
-      return std::nullopt;
-    }
-    offset = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
-    pos += 6;
-  } else {
-    return std::nullopt;
-  }
-  if (pos != text.size()) return std::nullopt;
-  int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
-  return days * 86400 + hour * 3600 + minute * 60 + std::min(second, 59) - offset;
+  std::optional<int64_t> micros = ParseRfc3339Micros(text);
+  if (!micros) return std::nullopt;
+  // Whole seconds, rounding toward the past, so a fraction never moves a --since later.
+  return *micros >= 0 ? *micros / 1'000'000 : -((-*micros + 999'999) / 1'000'000);
 }
 
 std::string FormatRfc3339Utc(int64_t unix_seconds) {
-  std::time_t t = static_cast<std::time_t>(unix_seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return FormatRfc3339Micros(unix_seconds * 1'000'000, /*with_micros=*/false);
 }
 
 std::optional<int64_t> ParseDurationSeconds(std::string_view text) {
