@@ -70,6 +70,19 @@ std::vector<uint8_t> ContentOf(CMS_ContentInfo* cms) {
 
 // Verifies the signature with `cert_pem` as the only trust anchor. Any purpose is accepted:
 // Apple's profile-signing leaf carries no S/MIME key usage, which OpenSSL would otherwise demand.
+// The embedded content of a signed profile; an empty one is refused, because a profile carries
+// its plist inside the signature.
+Expected<std::vector<uint8_t>> SignedContent(CMS_ContentInfo* cms, const std::string& place) {
+  std::vector<uint8_t> content = ContentOf(cms);
+  if (content.empty()) {
+    return Unexpected(ErrorCode::kMalformed,
+                      place +
+                          ": CMS message carries no content (a detached signature?); a "
+                          "provisioning profile embeds its plist");
+  }
+  return content;
+}
+
 std::optional<std::string> Verify(CMS_ContentInfo* cms, const std::string& cert_pem,
                                   const std::string& place, bool& bad_cert) {
   BioPtr cert_bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
@@ -110,14 +123,7 @@ Expected<std::vector<uint8_t>> ExtractProfileContent(std::span<const uint8_t> de
   std::string place(where);
   auto cms = DecodeCms(der, place);
   if (!cms) return Unexpected(cms.error());
-  std::vector<uint8_t> content = ContentOf(cms->get());
-  if (content.empty()) {
-    return Unexpected(ErrorCode::kMalformed,
-                      place +
-                          ": CMS message carries no content (a detached signature?); a "
-                          "provisioning profile embeds its plist");
-  }
-  return content;
+  return SignedContent(cms->get(), place);
 }
 
 Expected<ProvisioningProfile> ReadProvisioningProfile(
@@ -126,14 +132,9 @@ Expected<ProvisioningProfile> ReadProvisioningProfile(
   std::string place(where);
   auto cms = DecodeCms(der, place);
   if (!cms) return Unexpected(cms.error());
-  std::vector<uint8_t> content = ContentOf(cms->get());
-  if (content.empty()) {
-    return Unexpected(ErrorCode::kMalformed,
-                      place +
-                          ": CMS message carries no content (a detached signature?); a "
-                          "provisioning profile embeds its plist");
-  }
-  auto plist = ParsePlist(content, place + " (signed content)");
+  auto content = SignedContent(cms->get(), place);
+  if (!content) return Unexpected(content.error());
+  auto plist = ParsePlist(*content, place + " (signed content)");
   if (!plist) return Unexpected(plist.error());
   if (plist->Ref().Type() != PLIST_DICT) {
     return Unexpected(ErrorCode::kMalformed,
