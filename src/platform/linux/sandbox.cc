@@ -355,6 +355,13 @@ Expected<LandlockPlan> PrepareLandlock() {
       plan.unavailable = "the kernel has no Landlock (CONFIG_SECURITY_LANDLOCK)";
     } else if (errno == EOPNOTSUPP) {
       plan.unavailable = "Landlock is disabled at boot (add landlock to the lsm= kernel parameter)";
+    } else if (errno == EPERM) {
+      // The kernel never answers a version query with EPERM: a seccomp filter of whoever started
+      // us did (systemd-nspawn's default, some container runtimes). Our own seccomp allowlist
+      // still refuses every open, so the sandbox holds without it.
+      plan.unavailable =
+          "Landlock is blocked by a seccomp filter of the container or service manager (allow "
+          "landlock_create_ruleset, landlock_add_rule and landlock_restrict_self there)";
     } else {
       return Unexpected(Error::System("sandbox: querying the Landlock ABI", errno));
     }

@@ -366,6 +366,11 @@ TEST(SandboxTest, WithLandlockDisabledAtBootFilesAreStillRefused) {
   CheckWithoutLandlock(EOPNOTSUPP, "Landlock is disabled at boot");
 }
 
+// systemd-nspawn's own seccomp filter answers the Landlock calls with EPERM.
+TEST(SandboxTest, WithLandlockBlockedByAContainerFilesAreStillRefused) {
+  CheckWithoutLandlock(EPERM, "Landlock is blocked by a seccomp filter of the container");
+}
+
 TEST(SandboxTest, OnlyUnixAndNetlinkSocketsCanBeCreated) {
   auto out = RunChild([&](Child& c) {
     if (!ShedRoot(c) || !Enter(c, UnprivilegedOptions())) return;
