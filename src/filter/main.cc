@@ -57,6 +57,7 @@ struct Flags {
   bool inbound = false;
   bool no_ipv6 = false;
   bool no_sandbox = false;
+  bool connect_at_start = false;
   bool keep_rules = false;
   std::optional<std::string> user;
   std::optional<std::string> log_level;
@@ -258,7 +259,10 @@ class Filter {
       return s;
     }
 
-    client_->Start();
+    // On demand by default: the first question connects (DNS observations never do), and that is
+    // what makes systemd start tollgated through tollgated.socket. A filter started at boot must
+    // not start the daemon before anything needs it (docs/operations.md, "At boot").
+    if (flags_.connect_at_start) client_->Start();
 #ifdef TOLLGATE_TEST_HOOKS
     if (!flags_.test_sandbox_probe.empty()) {
       sd_event_add_time_relative(loop_, nullptr, CLOCK_MONOTONIC, 100'000, 1000, OnSandboxProbe,
@@ -526,6 +530,8 @@ int Main(int argc, char** argv) {
   app.add_flag("--inbound", flags.inbound, "also ask about new inbound flows");
   app.add_flag("--no-ipv6", flags.no_ipv6, "leave IPv6 alone");
   app.add_flag("--no-sandbox", flags.no_sandbox, "DEBUGGING ONLY: run without the sandbox");
+  app.add_flag("--connect-at-start", flags.connect_at_start,
+               "connect to the daemon at once instead of at the first question");
   app.add_flag("--keep-rules", flags.keep_rules, "leave the chains installed at exit");
   app.add_option("--user", flags.user, "run as this user after start-up (keeps CAP_NET_ADMIN)");
   app.add_option("--log-level", flags.log_level, "error, warning, notice, info or debug");

@@ -61,11 +61,14 @@ add_rule() {
 }
 
 # start_filter LOG [FLAGS...]: tollgate-filter in NS with $CONFIG; waits until it filters.
-# Sets FILTER_PID (the filter itself: ip netns exec execs it) and FILTER_LOG.
+# Sets FILTER_PID (the filter itself: ip netns exec execs it) and FILTER_LOG. The filter connects
+# at once (--connect-at-start), so a test can wait for its session before sending traffic; the
+# default, connecting at the first question, is what the boot test (tests/boot) checks.
 start_filter() {
   FILTER_LOG=$1
   shift
-  spawn /dev/null "$FILTER_LOG" ip netns exec "$NS" "$FILTER" --config "$CONFIG" "$@"
+  spawn /dev/null "$FILTER_LOG" ip netns exec "$NS" "$FILTER" --config "$CONFIG" \
+    --connect-at-start "$@"
   FILTER_PID=$SPAWNED
   must "tollgate-filter (pid $FILTER_PID) installs its chains and filters within 10 s" \
     wait_until 10000 log_has "$FILTER_LOG" 'filtering; daemon at '
