@@ -84,8 +84,7 @@ cg_name=tollgate-boot-test.$$
 cg_dirs=()
 leader=
 nspawn_pid=
-netns_before=$(ip netns list 2>/dev/null | sort | tr '\n' ' ')
-links_before=$(ip -o link show | awk -F': ' '{print $2}' | sort | tr '\n' ' ')
+container_netns=
 # nspawn makes /run/systemd/nspawn/{locks,propagate} on first use; a host without them before the
 # test has them removed after it (rmdir only: never anything another container still uses).
 nspawn_run_existed=0
@@ -281,6 +280,9 @@ find_leader() {
   return 1
 }
 must "systemd-nspawn starts the container's systemd as its PID 1" wait_until 30000 find_leader
+container_netns=$(readlink "/proc/$leader/ns/net")
+check "the container has a network namespace of its own (--private-network)" \
+  eval '[[ $container_netns != "$(readlink /proc/self/ns/net)" ]]'
 
 # in_c COMMAND...: runs in the container (all its namespaces, its root), as root, no login.
 in_c() {
@@ -503,9 +505,19 @@ check "no process is left inside the container's tree" eval '[[ -z $(procs_in_ro
 check "nspawn's per-machine propagation directory is gone" \
   test ! -e "/run/systemd/nspawn/propagate/tgboot$$"
 check "no mount is left under the run directory" eval '! grep -qF " $run" /proc/self/mountinfo'
-check "no network namespace or link was left on the host" \
-  eval '[[ $(ip netns list 2>/dev/null | sort | tr "\n" " ") == "$netns_before" &&
-          $(ip -o link show | awk -F": " "{print \$2}" | sort | tr "\n" " ") == "$links_before" ]]'
+# Other tests may make and remove namespaces meanwhile (ctest -j2), so the check is by identity:
+# no process anywhere is still in the container's network namespace, and nspawn made no link.
+netns_holders() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ $(readlink "$p/ns/net" 2>/dev/null) == "$container_netns" ]] && echo "${p#/proc/}"
+  done
+  return 0
+}
+check "nothing is left in the container's network namespace ($container_netns)" \
+  eval '[[ -n $container_netns && -z $(netns_holders) ]]'
+check "no link of the container was left on the host" \
+  eval '! ip -o link show | grep -qE "(ve|vb)-tgboot"'
 for d in "${cg_dirs[@]}"; do find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
 cgroups_gone() {
   local d
