@@ -19,7 +19,7 @@ APP_GROUP=tg-test-$$
 groupadd --system "$APP_GROUP"
 at_cleanup groupdel "$APP_GROUP"
 app_gid=$(getent group "$APP_GROUP" | cut -d: -f3)
-# nobody must be able to reach $RUNTIME_DIR/analysis.sock (the daemon makes run/ 0750 for the group).
+# nobody must be able to reach $RUNTIME_DIR/analysis.sock (the daemon makes run/ 0751, its sockets 0660 for the group).
 chmod 0711 "$W"
 
 write_config

@@ -6,7 +6,7 @@
 #      daemon's check stands between nobody and the channel: nobody's questions all get the
 #      fallback, its client reports the daemon's reason, the daemon logs uid 65534, and a root
 #      client right after is served.
-#   B. The layer before it. With the daemon binding its own socket (runtime dir 0750, socket 0660,
+#   B. The layer before it. With the daemon binding its own socket (runtime dir 0751, socket 0660,
 #      root:<group>), nobody cannot even connect: EACCES, and the daemon never sees it.
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -74,7 +74,7 @@ check_eq "the daemon held no handshake with nobody" 1 "$(exit_counter "$log_a" h
 echo "== B: tollgated binds its own socket: nobody cannot even connect"
 log_b=$W/tollgated-by-hand.log
 start_daemon_by_hand "$log_b"
-check_eq "runtime dir is root:$APP_GROUP 0750" "root:$APP_GROUP 750" \
+check_eq "runtime dir is root:$APP_GROUP 0751" "root:$APP_GROUP 751" \
   "$(stat -c '%U:%G %a' "$RUNTIME_DIR")"
 check_eq "socket is root:$APP_GROUP 0660" "root:$APP_GROUP 660" "$(stat -c '%U:%G %a' "$SOCKET")"
 

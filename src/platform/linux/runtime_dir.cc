@@ -145,7 +145,7 @@ Expected<RuntimeDir> PrepareRuntimeDir(const std::string& path, uint32_t group_g
               "; run tollgated as root or as a member of that group"});
     }
     if (::fchmod(dir.fd.get(), kRuntimeDirMode) != 0) {
-      return Unexpected(Error::System("chmod 0750 runtime directory " + path, errno));
+      return Unexpected(Error::System("chmod 0751 runtime directory " + path, errno));
     }
     if (!dir.created) {
       TG_LOG_NOTICE("runtime directory %s had gid %u mode %s; set to gid %u mode %s", path.c_str(),
@@ -192,7 +192,7 @@ Expected<UniqueFd> BindServiceSocket(const RuntimeDir& dir, const std::string& n
                             "; stop it first (systemctl stop tollgated.socket tollgated) or pick "
                             "another --runtime-dir");
     }
-    // Only we can write to the directory (0750, ours), so the entry checked above is the one
+    // Only we can write to the directory (0751, ours), so the entry checked above is the one
     // removed here.
     if (::unlinkat(dir.fd.get(), name.c_str(), 0) != 0 && errno != ENOENT) {
       return Unexpected(Error::System("remove stale socket " + shown, errno));

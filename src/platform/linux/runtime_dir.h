@@ -20,7 +20,10 @@ namespace tollgate::platform {
 
 // Group id meaning "no app group": the directory and sockets get our effective gid (root only).
 inline constexpr uint32_t kNoGroup = 0xffffffffu;
-inline constexpr mode_t kRuntimeDirMode = 0750;
+// 0751, as tmpfiles.d and the socket units make /run/tollgate: the app group may list it; anyone
+// may traverse it, so an admin-group member outside the app group reaches control.sock. What
+// guards each socket is its own mode (0660, its group) and the daemon's credential check.
+inline constexpr mode_t kRuntimeDirMode = 0751;
 inline constexpr mode_t kServiceSocketMode = 0660;
 
 struct RuntimeDir {
@@ -29,7 +32,7 @@ struct RuntimeDir {
   bool created = false;
 };
 
-// Creates `path` (one level, mode 0750, owner = our euid, group = group_gid) or verifies an
+// Creates `path` (one level, mode 0751, owner = our euid, group = group_gid) or verifies an
 // existing one. Refuses a symlink, a non-directory, a directory owned by another uid, and one
 // writable by others (anyone may have planted files in it). An existing directory of ours with the
 // wrong group or mode is corrected and logged: the usual cause is a tmpfiles.d/RuntimeDirectory=

@@ -65,7 +65,7 @@ TEST_F(RuntimeDirTest, CreatesDirectoryOwnedByUsAndGroup) {
   EXPECT_TRUE(rd->fd.valid());
   struct stat st = Lstat(dir_);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
-  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(st.st_mode & 07777, 0751u);
   EXPECT_EQ(st.st_uid, ::geteuid());
   EXPECT_EQ(st.st_gid, gid_);
 }
@@ -77,7 +77,7 @@ TEST_F(RuntimeDirTest, UmaskDoesNotChangeModes) {
       rd ? BindServiceSocket(*rd, "analysis.sock", SOCK_SEQPACKET, gid_) : Unexpected(rd.error());
   ::umask(old);
   ASSERT_TRUE(sock) << sock.error().message;
-  EXPECT_EQ(Lstat(dir_).st_mode & 07777, 0750u);
+  EXPECT_EQ(Lstat(dir_).st_mode & 07777, 0751u);
   EXPECT_EQ(Lstat(dir_ + "/analysis.sock").st_mode & 07777, 0660u);
 }
 
@@ -94,7 +94,7 @@ TEST_F(RuntimeDirTest, FixesModeOfOwnDirectory) {
   Expected<RuntimeDir> rd = PrepareRuntimeDir(dir_, gid_);
   ASSERT_TRUE(rd) << rd.error().message;
   EXPECT_FALSE(rd->created);
-  EXPECT_EQ(Lstat(dir_).st_mode & 07777, 0750u);
+  EXPECT_EQ(Lstat(dir_).st_mode & 07777, 0751u);
 }
 
 TEST_F(RuntimeDirTest, FixesGroupOfOwnDirectory) {
