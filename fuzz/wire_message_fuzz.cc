@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "ipc/codec.h"
 
@@ -50,6 +51,12 @@ struct Counter : tollgate::ipc::ItemVisitor {
     ++items;
     if (rebuild) rebuild->AddPong(t);
   }
+  void OnFilterReport(const tollgate::ipc::FilterReport& r) override {
+    ++items;
+    reports.push_back(r);
+    if (rebuild) rebuild->AddFilterReport(r);
+  }
+  std::vector<tollgate::ipc::FilterReport> reports;
 };
 }  // namespace
 
@@ -60,6 +67,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!tollgate::ipc::DecodeMessage(std::span(data, size), first)) return 0;
   Counter second;
   auto status = tollgate::ipc::DecodeMessage(rebuild.Finish(), second);
-  if (!status || second.items != first.items) __builtin_trap();
+  if (!status || second.items != first.items || second.reports != first.reports) __builtin_trap();
   return 0;
 }

@@ -175,6 +175,13 @@ std::string Uptime(int64_t seconds) {
 
 // ---- status, stats ----
 
+std::string ReportAge(int64_t ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%lld.%llds ago", static_cast<long long>(ms / 1000),
+                static_cast<long long>(ms % 1000 / 100));
+  return buf;
+}
+
 int RunStatus(const Common& c) {
   json reply;
   if (int code = Simple(c, "status", "GetStatus", json::object(), &reply)) return code;
@@ -214,12 +221,21 @@ int RunStatus(const Common& c) {
          std::to_string(Int(st, "verdicts")) + ", inspections " +
          std::to_string(Int(st, "inspections")) + ", peers refused " +
          std::to_string(Int(st, "peers_refused")) + "\n";
+  out += "filter reports: fallbacks " + std::to_string(Int(st, "fallbacks")) + ", queue drops " +
+         std::to_string(Int(st, "queue_lost")) + "\n";
   if (!filters.empty()) {
-    Table table({"PEER PID", "ROLE", "UID", "EXE", "CONNECTED SINCE", "QUESTIONS", "VERDICTS"});
+    // The last four columns are the filter's own account (its report); "-" for other peers.
+    Table table({"PEER PID", "ROLE", "UID", "EXE", "CONNECTED SINCE", "QUESTIONS", "VERDICTS",
+                 "PENDING", "FALLBACKS", "QUEUE DROPS", "REPORTED"});
     for (const json& f : filters) {
+      const json& r = Field(f, "report");
+      bool has = r.is_object();
+      auto of = [&](const char* key) { return has ? std::to_string(Int(r, key)) : "-"; };
       table.AddRow({std::to_string(Int(f, "pid")), Str(f, "role"), std::to_string(Int(f, "uid")),
                     Str(f, "exe"), Str(f, "connected_since"), std::to_string(Int(f, "questions")),
-                    std::to_string(Int(f, "verdicts"))});
+                    std::to_string(Int(f, "verdicts")),
+                    has ? of("pending") + "/" + of("max_pending") : "-", of("fallbacks"),
+                    of("queue_lost"), has ? ReportAge(Int(r, "report_age_ms")) : "-"});
     }
     out += "\n" + table.Render();
   }
@@ -231,17 +247,23 @@ int RunStats(const Common& c) {
   json reply;
   if (int code = Simple(c, "stats", "GetStatus", json::object(), &reply)) return code;
   const json& st = Field(reply, "status").is_object() ? Field(reply, "status") : reply;
-  static const char* kCounters[] = {
-      "uptime_seconds", "questions",        "verdicts",    "inspections",      "peers_refused",
-      "rules_loaded",   "rule_set_version", "known_names", "flow_log_dropped", "subscribers"};
+  static const char* kCounters[] = {"uptime_seconds", "questions",        "verdicts",
+                                    "fallbacks",      "queue_lost",       "inspections",
+                                    "peers_refused",  "rules_loaded",     "rule_set_version",
+                                    "known_names",    "flow_log_dropped", "subscribers"};
+  // From a filter's own report; null (JSON) or left out (table) for a peer without one.
+  static const char* kReported[] = {"pending", "fallbacks", "queue_lost"};
   if (c.json) {
     json out = json::object();
     for (const char* k : kCounters) out[k] = Int(st, k);
     json filters = json::array();
     for (const json& f : Array(st, "filters")) {
-      filters.push_back({{"pid", Int(f, "pid")},
-                         {"questions", Int(f, "questions")},
-                         {"verdicts", Int(f, "verdicts")}});
+      json row = {{"pid", Int(f, "pid")},
+                  {"questions", Int(f, "questions")},
+                  {"verdicts", Int(f, "verdicts")}};
+      const json& r = Field(f, "report");
+      for (const char* k : kReported) row[k] = r.is_object() ? json(Int(r, k)) : json(nullptr);
+      filters.push_back(std::move(row));
     }
     out["filters"] = filters;
     return PrintJson(out), kExitClean;
@@ -252,6 +274,11 @@ int RunStats(const Common& c) {
     std::string pid = std::to_string(Int(f, "pid"));
     table.AddRow({"filter " + pid + " questions", std::to_string(Int(f, "questions"))});
     table.AddRow({"filter " + pid + " verdicts", std::to_string(Int(f, "verdicts"))});
+    const json& r = Field(f, "report");
+    if (!r.is_object()) continue;
+    for (const char* k : kReported) {
+      table.AddRow({"filter " + pid + " " + k, std::to_string(Int(r, k))});
+    }
   }
   std::fputs(table.Render().c_str(), stdout);
   return kExitClean;

@@ -2,6 +2,8 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 #include "common/log.h"
 
@@ -46,12 +48,93 @@ class AssumedNameFacts final : public analysis::FlowFacts {
   analysis::ProcessLookup process_{analysis::Attribution::kUnavailable, {}, "no process lookup"};
 };
 
+nlohmann::json ReportJson(const ipc::ConnectionInfo& c) {
+  if (!c.report) return nullptr;
+  const ipc::FilterReport& r = *c.report;
+  return {{"reported_at", Rfc3339(c.reported_at)},
+          {"report_age_ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(c.report_age).count()},
+          {"packets", r.packets},
+          {"questions", r.questions},
+          {"answered", r.answered},
+          {"fallbacks", r.fallbacks()},
+          {"fallbacks_deadline", r.fallbacks_deadline},
+          {"fallbacks_daemon_away", r.fallbacks_daemon_away},
+          {"fallbacks_overflow", r.fallbacks_overflow},
+          {"late_answers", r.late_answers},
+          {"pending", r.pending},
+          {"max_pending", r.max_pending},
+          {"queue_lost", r.queue_lost},
+          {"queue_enobufs", r.queue_enobufs},
+          {"verdict_errors", r.verdict_errors},
+          {"channel_dropped", r.channel_dropped},
+          {"first_queue", r.first_queue},
+          {"last_queue", r.last_queue},
+          {"fallback", r.fail_open ? "fail_open" : "fail_closed"}};
+}
+
 void Counter(std::string& out, const char* name, const char* help, uint64_t value,
              const char* type = "counter") {
   char line[256];
   std::snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help,
                 name, type, name, value);
   out += line;
+}
+
+// The connected filters' own accounts (their last FilterReport), one series per filter pid. A
+// filter that restarts starts a new series from zero, as its counters do.
+void FilterMetrics(std::string& out, const std::vector<ipc::ConnectionInfo>& connections) {
+  using Value = uint64_t (*)(const ipc::FilterReport&);
+  struct Family {
+    const char* name;
+    const char* type;
+    const char* help;
+    std::vector<std::pair<const char*, Value>> series;  // extra label, value
+  };
+  const Family families[] = {
+      {"tollgate_filter_packets_total",
+       "counter",
+       "Packets a filter read from its queues.",
+       {{"", [](const ipc::FilterReport& r) { return r.packets; }}}},
+      {"tollgate_filter_questions_total",
+       "counter",
+       "Questions a filter asked.",
+       {{"", [](const ipc::FilterReport& r) { return r.questions; }}}},
+      {"tollgate_filter_fallbacks_total",
+       "counter",
+       "Flows a filter gave its fallback policy, by reason.",
+       {{",reason=\"deadline\"", [](const ipc::FilterReport& r) { return r.fallbacks_deadline; }},
+        {",reason=\"daemon_away\"",
+         [](const ipc::FilterReport& r) { return r.fallbacks_daemon_away; }},
+        {",reason=\"overflow\"", [](const ipc::FilterReport& r) { return r.fallbacks_overflow; }}}},
+      {"tollgate_filter_late_answers_total",
+       "counter",
+       "Verdicts that reached a filter after its fallback (ignored).",
+       {{"", [](const ipc::FilterReport& r) { return r.late_answers; }}}},
+      {"tollgate_filter_queue_drops_total",
+       "counter",
+       "Packets the kernel could not queue to a filter (queue or socket full).",
+       {{"", [](const ipc::FilterReport& r) { return r.queue_lost; }}}},
+      {"tollgate_filter_pending",
+       "gauge",
+       "Flows waiting for a verdict in a filter.",
+       {{"", [](const ipc::FilterReport& r) { return uint64_t{r.pending}; }}}},
+      {"tollgate_filter_max_pending",
+       "gauge",
+       "The most flows a filter holds for a verdict (max_pending_flows).",
+       {{"", [](const ipc::FilterReport& r) { return uint64_t{r.max_pending}; }}}},
+  };
+  for (const Family& f : families) {
+    out +=
+        std::string("# HELP ") + f.name + " " + f.help + "\n# TYPE " + f.name + " " + f.type + "\n";
+    for (const ipc::ConnectionInfo& c : connections) {
+      if (!c.report) continue;
+      for (const auto& [label, value] : f.series) {
+        out += std::string(f.name) + "{pid=\"" + std::to_string(c.pid) + "\"" + label + "} " +
+               std::to_string(value(*c.report)) + "\n";
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -65,17 +148,22 @@ Reply DaemonBackend::GetStatus() {
   nlohmann::json filters = nlohmann::json::array();
   bool enforcing = false;
   uint64_t peers_refused = parts_.control ? parts_.control->counters().peers_refused : 0;
-  uint64_t questions = 0, verdicts = 0;
+  uint64_t questions = 0, verdicts = 0, fallbacks = 0, queue_lost = 0;
   if (parts_.channel) {
     for (const ipc::ConnectionInfo& c : parts_.channel->Connections()) {
       if (c.role == ipc::Role::kFilter) enforcing = true;
+      if (c.report) {
+        fallbacks += c.report->fallbacks();
+        queue_lost += c.report->queue_lost;
+      }
       filters.push_back({{"pid", c.pid},
                          {"uid", c.uid},
                          {"exe", c.exe},
                          {"role", ipc::RoleName(c.role)},
                          {"connected_since", Rfc3339(c.connected_since)},
                          {"questions", c.questions},
-                         {"verdicts", c.verdicts}});
+                         {"verdicts", c.verdicts},
+                         {"report", ReportJson(c)}});
     }
     const ipc::ServerCounters& sc = parts_.channel->counters();
     peers_refused += sc.peers_refused;
@@ -102,6 +190,8 @@ Reply DaemonBackend::GetStatus() {
       {"enforcing", enforcing},
       {"questions", questions},
       {"verdicts", verdicts},
+      {"fallbacks", fallbacks},
+      {"queue_lost", queue_lost},
       {"inspections", parts_.engine->counters().inspect_verdicts.load(std::memory_order_relaxed)},
       {"peers_refused", peers_refused},
       {"rules_loaded", table->rules().size()},
@@ -278,6 +368,7 @@ Reply DaemonBackend::GetMetrics() {
             sc.malformed_messages + sc.oversize_messages);
     Counter(out, "tollgate_filter_connections", "Clients connected to the analysis socket.",
             parts_.channel->connection_count(), "gauge");
+    FilterMetrics(out, parts_.channel->Connections());
   }
   Counter(out, "tollgate_inspections_total", "Inspect verdicts (payload asked for).",
           n(ec.inspect_verdicts));

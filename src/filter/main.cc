@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -250,6 +251,7 @@ class Filter {
         loop_, identity_, copts, [this](const ipc::Decision& d) { OnDecision(d); });
     // Verdicts for a batch of answers go to the kernel in the same loop turn, in one sendmsg.
     client_->OnReceiveDone([this] { FlushVerdicts(); });
+    StartReports();
 
     if (flags_.no_sandbox) {
       TG_LOG_WARNING(
@@ -458,6 +460,52 @@ class Filter {
   }
   static unsigned long long ULL(uint64_t v) { return static_cast<unsigned long long>(v); }
 
+  // Our counters for the daemon's status and metrics (FilterReport): right after every handshake,
+  // then once a second while they change. A report rides with the next batch and is never waited
+  // for; one the channel cannot take now is skipped, and the next carries the newer totals.
+  static constexpr uint64_t kReportIntervalUsec = 1'000'000;
+  void StartReports() {
+    client_->OnConnected([this] { SendReport(/*force=*/true); });
+    sd_event_add_time_relative(loop_, &report_timer_, CLOCK_MONOTONIC, kReportIntervalUsec, 100'000,
+                               OnReportTimer, this);
+  }
+  static int OnReportTimer(sd_event_source* s, uint64_t, void* self) {
+    static_cast<Filter*>(self)->SendReport(/*force=*/false);
+    sd_event_source_set_time_relative(s, kReportIntervalUsec);
+    sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+    return 0;
+  }
+  void SendReport(bool force) {
+    ipc::FilterReport report = MakeReport();
+    if (!force && report == last_report_) return;
+    if (client_->Report(report)) last_report_ = report;
+  }
+  ipc::FilterReport MakeReport() const {
+    const auto& t = table_->counters();
+    const auto& q = queue_->counters();
+    const auto& c = client_->status();
+    ipc::FilterReport r;
+    r.packets = q.received;
+    r.questions = t.questions;
+    r.answered = c.answered;
+    r.fallbacks_deadline = c.fallbacks_deadline;
+    r.fallbacks_daemon_away = c.fallbacks_unavailable;
+    // Past max_pending the flow table gives the fallback without asking; the channel's own bound
+    // (the same number) is the rarer second line.
+    r.fallbacks_overflow = t.overflow + c.fallbacks_overload;
+    r.late_answers = c.late_verdicts;
+    r.pending = static_cast<uint32_t>(std::min<size_t>(table_->pending(), UINT32_MAX));
+    r.max_pending = config_.filter.max_pending_flows;
+    r.queue_lost = q.lost;
+    r.queue_enobufs = q.enobufs;
+    r.verdict_errors = q.verdict_errors;
+    r.channel_dropped = c.messages_dropped;
+    r.first_queue = config_.filter.queues.first;
+    r.last_queue = config_.filter.queues.last;
+    r.fail_open = config_.filter.fallback == FallbackPolicy::kFailOpen;
+    return r;
+  }
+
   void Shutdown() {
     sd_notify(0, "STOPPING=1");
     // Every question still open gets its fallback, and every held packet with it.
@@ -468,6 +516,7 @@ class Filter {
     sd_event_source_disable_unref(queue_source_);
     sd_event_source_disable_unref(flush_source_);
     sd_event_source_disable_unref(table_timer_);
+    sd_event_source_disable_unref(report_timer_);
     client_.reset();
     queue_.reset();
     keeper_.Finish(installed_ && !flags_.keep_rules);
@@ -490,6 +539,8 @@ class Filter {
   sd_event_source* queue_source_ = nullptr;
   sd_event_source* flush_source_ = nullptr;
   sd_event_source* table_timer_ = nullptr;
+  sd_event_source* report_timer_ = nullptr;
+  ipc::FilterReport last_report_;  // the last one the channel took
   FilterCounters counters_;
   Duration spin_{0};
 };

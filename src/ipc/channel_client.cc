@@ -83,6 +83,7 @@ class ChannelClient::Receiver final : public ItemVisitor {
   void OnDnsObservation(std::span<const uint8_t>) override {
     Fail("a daemon may not send DnsObservation");
   }
+  void OnFilterReport(const FilterReport&) override { Fail("a daemon may not send FilterReport"); }
 
  private:
   void Fail(std::string why) {
@@ -173,6 +174,7 @@ void ChannelClient::OnWelcome(const Welcome& w) {
   sd_event_source_set_enabled(handshake_source_, SD_EVENT_OFF);
   status_.state = ChannelState::kConnected;
   status_.daemon_build = w.build;
+  status_.daemon_minor = w.minor;
   status_.daemon_settings = w.settings;
   ++status_.sessions;
   backoff_.Reset();
@@ -183,6 +185,7 @@ void ChannelClient::OnWelcome(const Welcome& w) {
   // Questions asked while connecting, or in flight on a lost connection, go (again) now.
   pending_.ForEachUnsent(session_, [this](const FlowQuestion& q) { QueueQuestion(q); });
   SendBatch();
+  if (on_connected_) on_connected_();
 }
 
 void ChannelClient::ConnectFailed(std::string why) {
@@ -294,6 +297,21 @@ void ChannelClient::Observe(std::span<const uint8_t> dns_reply) {
   ++status_.dns_sent;
   if (batch_.item_count() >= options_.max_batch) SendBatch();
   ArmFlush();
+}
+
+bool ChannelClient::Report(const FilterReport& report) {
+  // A backlog means the daemon is not reading: a report must not take the place of a question.
+  if (status_.state != ChannelState::kConnected || status_.daemon_minor < kFilterReportMinor ||
+      !outbox_.empty()) {
+    ++status_.reports_skipped;
+    return false;
+  }
+  if (!batch_.WouldFit(MessageBuilder::kFilterReportBytes)) SendBatch();
+  batch_.AddFilterReport(report);
+  ++status_.reports_sent;
+  if (batch_.item_count() >= options_.max_batch) SendBatch();
+  ArmFlush();
+  return true;
 }
 
 void ChannelClient::QueueQuestion(const FlowQuestion& q) {

@@ -87,9 +87,12 @@ struct ClientStatus {
   uint64_t disconnects = 0;
   uint64_t connect_failures = 0;
   uint64_t protocol_errors = 0;
+  uint64_t reports_sent = 0;
+  uint64_t reports_skipped = 0;  // not connected, a 1.0 daemon, or the daemon not reading
   uint32_t reconnect_attempt = 0;
   std::string last_error;
   std::string daemon_build;
+  uint16_t daemon_minor = 0;
   ChannelSettings daemon_settings;
   uint64_t fallbacks() const {
     return fallbacks_deadline + fallbacks_unavailable + fallbacks_overload;
@@ -119,6 +122,11 @@ class ChannelClient {
   uint64_t Ask(FlowQuestion question);
   // A DNS reply for the daemon's name map. Never held: dropped (counted) when not connected.
   void Observe(std::span<const uint8_t> dns_reply);
+  // The filter's counters for the daemon's status (FilterReport). Never held and never queued
+  // behind anything: sent with the next batch only when connected to a daemon that knows the
+  // item (protocol minor >= 1) and is taking our messages; otherwise skipped (counted) and the
+  // next report carries the newer totals anyway. Returns whether it was sent.
+  bool Report(const FilterReport& report);
   // Sends what is batched now instead of at the end of this loop iteration.
   void Flush();
   // Reads the daemon's answers without sleeping, for at most `budget` or until nothing is
@@ -131,6 +139,8 @@ class ChannelClient {
   // collects work from many decisions (NFQUEUE verdicts) can send it at once, in the same loop
   // turn, instead of waiting for another one.
   void OnReceiveDone(std::function<void()> handler) { on_receive_done_ = std::move(handler); }
+  // Called after every successful handshake (Welcome), so a caller can report at once.
+  void OnConnected(std::function<void()> handler) { on_connected_ = std::move(handler); }
   const ClientStatus& status() const { return status_; }
   const ClientOptions& options() const { return options_; }
 
@@ -170,6 +180,7 @@ class ChannelClient {
   DecisionHandler on_decision_;
   ForgetHandler on_forget_;
   std::function<void()> on_receive_done_;
+  std::function<void()> on_connected_;
   ClientStatus status_;
   PendingQuestions pending_;
   Backoff backoff_;

@@ -43,6 +43,9 @@ struct ChannelServer::Connection {
   std::chrono::system_clock::time_point connected_since = std::chrono::system_clock::now();
   uint64_t questions = 0;
   uint64_t verdicts = 0;
+  std::optional<FilterReport> report;  // fixed size: a peer cannot make us keep more
+  std::chrono::system_clock::time_point reported_at;
+  MonoTime reported_mono{};
 };
 
 void LatencyHistogram::Observe(Duration elapsed, uint64_t times) {
@@ -66,6 +69,11 @@ std::vector<ConnectionInfo> ChannelServer::Connections() const {
     info.connected_since = c->connected_since;
     info.questions = c->questions;
     info.verdicts = c->verdicts;
+    if (c->report) {
+      info.report = c->report;
+      info.reported_at = c->reported_at;
+      info.report_age = std::max(Duration(0), Now() - c->reported_mono);
+    }
     out.push_back(std::move(info));
   }
   return out;
@@ -82,6 +90,9 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   bool close_after_reply() const { return close_after_reply_; }
   // Verdicts in the reply being built; the caller observes their latency when it sends it.
   uint64_t TakeVerdictsInReply() { return std::exchange(verdicts_in_reply_, 0); }
+  // A message of reports only is bookkeeping, not work: it must not keep an idle daemon alive.
+  // (index_ counts the items handled: every item of such a message was a report.)
+  bool only_reports() const { return reports_ > 0 && reports_ == index_; }
 
   void OnHello(const Hello& hello) override {
     if (!First() || c_.state != Connection::State::kAwaitHello) return Fail("unexpected Hello");
@@ -136,6 +147,20 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   }
   void OnPong(uint64_t) override { (void)Ready("Pong"); }
 
+  void OnFilterReport(const FilterReport& report) override {
+    if (!Ready("FilterReport")) return;
+    ++reports_;
+    // Only a filter speaks for a filter: a probe or agent cannot put numbers in its place.
+    if (c_.role != Role::kFilter) {
+      ++s_.counters_.reports_ignored;
+      return;
+    }
+    ++s_.counters_.filter_reports;
+    c_.report = report;
+    c_.reported_at = std::chrono::system_clock::now();
+    c_.reported_mono = s_.Now();
+  }
+
   // Items only the daemon sends.
   void OnWelcome(const Welcome&) override { Fail("a client may not send Welcome"); }
   void OnRefused(const Refused&) override { Fail("a client may not send Refused"); }
@@ -169,6 +194,7 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
   ChannelServer& s_;
   Connection& c_;
   size_t index_ = 0;
+  size_t reports_ = 0;
   std::string error_;
   bool close_after_reply_ = false;
   uint64_t verdicts_in_reply_ = 0;
@@ -325,6 +351,7 @@ void ChannelServer::ReadMessages(Connection& c) {
 }
 
 bool ChannelServer::HandleMessage(Connection& c, size_t index) {
+  const MonoTime previous_activity = last_activity_;
   last_activity_ = Now();
   if (reader_.truncated(index)) {
     ++counters_.oversize_messages;
@@ -351,6 +378,7 @@ bool ChannelServer::HandleMessage(Connection& c, size_t index) {
     }
     return false;  // Send already closed it
   }
+  if (dispatcher.only_reports()) last_activity_ = previous_activity;
   if (!reply_.empty()) {
     bool ok = Send(c, reply_.Finish());
     ObserveLatency(dispatcher.TakeVerdictsInReply());

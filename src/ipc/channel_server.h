@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,6 +53,8 @@ struct ServerCounters {
   uint64_t questions = 0;
   uint64_t verdicts = 0;
   uint64_t dns_observations = 0;
+  uint64_t filter_reports = 0;   // kept: the last one per connection
+  uint64_t reports_ignored = 0;  // from a peer whose Hello did not say role filter
   uint64_t connections_closed = 0;
   uint64_t connections_over_limit = 0;
   uint64_t send_errors = 0;
@@ -79,6 +82,11 @@ struct ConnectionInfo {
   std::chrono::system_clock::time_point connected_since;
   uint64_t questions = 0;
   uint64_t verdicts = 0;
+  // The filter's own account (FilterReport), the last one it sent; none from other roles, or
+  // before a filter's first report.
+  std::optional<FilterReport> report;
+  std::chrono::system_clock::time_point reported_at;
+  Duration report_age{0};  // how long ago, on the monotonic clock
 };
 
 class ChannelServer {

@@ -426,5 +426,121 @@ TEST_F(ChannelTest, DnsObservationsReachTheAnalyzerAndAreNeverHeld) {
   EXPECT_EQ(client_->status().dns_sent, 1u);
 }
 
+FilterReport Report(uint64_t questions) {
+  FilterReport r;
+  r.packets = questions * 3;
+  r.questions = questions;
+  r.answered = questions - 1;
+  r.fallbacks_deadline = 1;
+  r.pending = 2;
+  r.max_pending = 100;
+  r.queue_lost = 4;
+  r.first_queue = 0;
+  r.last_queue = 1;
+  r.fail_open = true;
+  return r;
+}
+
+TEST_F(ChannelTest, FilterReportIsKeptOnlyFromAFilter) {
+  StartServer();
+  int connected = 0;
+  StartClient();  // role filter
+  client_->OnConnected([&] { ++connected; });
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  EXPECT_EQ(connected, 1) << "told once the handshake is done, so the filter can report at once";
+  ASSERT_TRUE(client_->Report(Report(10)));
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().filter_reports == 1; }));
+
+  // A probe is admitted like a filter, but it may not speak for one.
+  ClientOptions popts;
+  popts.socket_path = path_;
+  popts.role = Role::kProbe;
+  ChannelClient probe(loop_, daemon_identity_, popts, [](const Decision&) {});
+  probe.Start();
+  ASSERT_TRUE(RunUntil([&] { return probe.status().state == ChannelState::kConnected; }));
+  ASSERT_TRUE(probe.Report(Report(99)));
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().reports_ignored == 1; }));
+
+  std::vector<ConnectionInfo> conns = server_->Connections();
+  ASSERT_EQ(conns.size(), 2u) << "an ignored report is not a protocol error";
+  for (const ConnectionInfo& c : conns) {
+    if (c.role == Role::kFilter) {
+      ASSERT_TRUE(c.report.has_value());
+      EXPECT_EQ(*c.report, Report(10));
+      EXPECT_GE(c.report_age.count(), 0);
+    } else {
+      EXPECT_EQ(c.role, Role::kProbe);
+      EXPECT_FALSE(c.report.has_value());
+    }
+  }
+  EXPECT_EQ(server_->counters().filter_reports, 1u);
+  EXPECT_EQ(server_->counters().protocol_errors, 0u);
+
+  // The newest report replaces the last one.
+  ASSERT_TRUE(client_->Report(Report(20)));
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().filter_reports == 2; }));
+  for (const ConnectionInfo& c : server_->Connections()) {
+    if (c.role == Role::kFilter) {
+      EXPECT_EQ(c.report->questions, 20u);
+    }
+  }
+  uint64_t id = client_->Ask(Question(23));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon) << "the session goes on";
+}
+
+TEST_F(ChannelTest, FilterReportBeforeHelloIsAProtocolError) {
+  StartServer();
+  UniqueFd bad = RawConnect();
+  MessageBuilder b;
+  b.AddFilterReport(Report(1));
+  auto m = b.Finish();
+  ASSERT_GT(::send(bad.get(), m.data(), m.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().protocol_errors == 1; }));
+  EXPECT_EQ(server_->counters().filter_reports, 0u);
+  EXPECT_EQ(server_->connection_count(), 0u);
+}
+
+TEST_F(ChannelTest, NoReportToADaemonOfProtocol10) {
+  // A 1.0 daemon would refuse the unknown item and close the session: the client does not send it.
+  StartClient();
+  UniqueFd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(conn.valid());
+  std::vector<uint8_t> buf(kMaxMessageBytes);
+  ASSERT_GT(::recv(conn.get(), buf.data(), buf.size(), 0), 0);  // Hello
+  MessageBuilder b;
+  Welcome old;
+  old.minor = 0;
+  b.AddWelcome(old);
+  auto w = b.Finish();
+  ASSERT_GT(::send(conn.get(), w.data(), w.size(), 0), 0);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  EXPECT_FALSE(client_->Report(Report(1)));
+  EXPECT_EQ(client_->status().reports_skipped, 1u);
+  client_->Flush();
+  RunFor(milliseconds(20));
+  EXPECT_LT(::recv(conn.get(), buf.data(), buf.size(), MSG_DONTWAIT), 0) << "nothing was sent";
+}
+
+TEST_F(ChannelTest, ReportsDoNotKeepAnIdleDaemonAlive) {
+  bool idled = false;
+  ServerOptions opts;
+  opts.idle_exit = milliseconds(200);
+  StartServer(opts);
+  server_->OnIdle([&] { idled = true; });
+  StartClient();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  // A report on every loop turn, each different, far more often than the idle timeout.
+  uint64_t n = 1;
+  ASSERT_TRUE(RunUntil([&] {
+    if (client_->status().state == ChannelState::kConnected) client_->Report(Report(++n));
+    return idled;
+  }));
+  EXPECT_GT(server_->counters().filter_reports, 5u) << "the reports did arrive meanwhile";
+  EXPECT_FALSE(client_->Report(Report(++n))) << "after Goodbye nothing is sent, nothing connects";
+  RunFor(milliseconds(20));
+  EXPECT_EQ(client_->status().state, ChannelState::kIdle);
+}
+
 }  // namespace
 }  // namespace tollgate::ipc

@@ -122,6 +122,7 @@ Status CheckItem(w::Item type, const void* item) {
     }
     case w::Item::Ping:
     case w::Item::Pong:
+    case w::Item::FilterReport:  // numbers only: any value is a value
       return {};
     case w::Item::NONE:
       break;
@@ -240,6 +241,28 @@ Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor) {
       case w::Item::Pong:
         visitor.OnPong(static_cast<const w::Pong*>(item)->token());
         break;
+      case w::Item::FilterReport: {
+        auto* f = static_cast<const w::FilterReport*>(item);
+        FilterReport report;
+        report.packets = f->packets();
+        report.questions = f->questions();
+        report.answered = f->answered();
+        report.fallbacks_deadline = f->fallbacks_deadline();
+        report.fallbacks_daemon_away = f->fallbacks_daemon_away();
+        report.fallbacks_overflow = f->fallbacks_overflow();
+        report.late_answers = f->late_answers();
+        report.pending = f->pending();
+        report.max_pending = f->max_pending();
+        report.queue_lost = f->queue_lost();
+        report.queue_enobufs = f->queue_enobufs();
+        report.verdict_errors = f->verdict_errors();
+        report.channel_dropped = f->channel_dropped();
+        report.first_queue = f->first_queue();
+        report.last_queue = f->last_queue();
+        report.fail_open = f->fail_open();
+        visitor.OnFilterReport(report);
+        break;
+      }
       case w::Item::NONE:
         TG_CHECK(false);  // rejected by CheckItem above
     }
@@ -355,6 +378,28 @@ void MessageBuilder::AddPing(uint64_t token) {
 void MessageBuilder::AddPong(uint64_t token) {
   if (finished_) Reset();
   Push(static_cast<uint8_t>(w::Item::Pong), w::CreatePong(*fbb_, token).o);
+}
+
+void MessageBuilder::AddFilterReport(const FilterReport& r) {
+  if (finished_) Reset();
+  w::FilterReportBuilder b(*fbb_);
+  b.add_packets(r.packets);
+  b.add_questions(r.questions);
+  b.add_answered(r.answered);
+  b.add_fallbacks_deadline(r.fallbacks_deadline);
+  b.add_fallbacks_daemon_away(r.fallbacks_daemon_away);
+  b.add_fallbacks_overflow(r.fallbacks_overflow);
+  b.add_late_answers(r.late_answers);
+  b.add_queue_lost(r.queue_lost);
+  b.add_queue_enobufs(r.queue_enobufs);
+  b.add_verdict_errors(r.verdict_errors);
+  b.add_channel_dropped(r.channel_dropped);
+  b.add_pending(r.pending);
+  b.add_max_pending(r.max_pending);
+  b.add_first_queue(r.first_queue);
+  b.add_last_queue(r.last_queue);
+  b.add_fail_open(r.fail_open);
+  Push(static_cast<uint8_t>(w::Item::FilterReport), b.Finish().o);
 }
 
 std::span<const uint8_t> MessageBuilder::Finish() {

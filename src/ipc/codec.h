@@ -21,7 +21,9 @@ class FlatBufferBuilder;
 namespace tollgate::ipc {
 
 inline constexpr uint16_t kProtocolMajor = 1;
-inline constexpr uint16_t kProtocolMinor = 0;
+inline constexpr uint16_t kProtocolMinor = 1;
+// The first minor version with FilterReport: never sent to a daemon that announced less.
+inline constexpr uint16_t kFilterReportMinor = 1;
 // One SEQPACKET datagram. Large enough for a batch of 64 questions that each carry an inspection
 // payload of a few hundred bytes; the builder starts a new message before crossing it.
 inline constexpr size_t kMaxMessageBytes = 64 * 1024;
@@ -67,6 +69,32 @@ struct ForgetSelector {
   uint16_t dst_port = 0;  // 0 = any
 };
 
+// The filter's own counters (proto/tollgate.fbs FilterReport): totals since it started, except
+// pending, max_pending and the queue range. Fixed size, so the daemon keeps one per connection.
+struct FilterReport {
+  uint64_t packets = 0;
+  uint64_t questions = 0;
+  uint64_t answered = 0;
+  uint64_t fallbacks_deadline = 0;
+  uint64_t fallbacks_daemon_away = 0;
+  uint64_t fallbacks_overflow = 0;
+  uint64_t late_answers = 0;
+  uint32_t pending = 0;
+  uint32_t max_pending = 0;
+  uint64_t queue_lost = 0;
+  uint64_t queue_enobufs = 0;
+  uint64_t verdict_errors = 0;
+  uint64_t channel_dropped = 0;
+  uint16_t first_queue = 0;
+  uint16_t last_queue = 0;
+  bool fail_open = false;  // as the wire's default
+
+  uint64_t fallbacks() const {
+    return fallbacks_deadline + fallbacks_daemon_away + fallbacks_overflow;
+  }
+  bool operator==(const FilterReport&) const = default;
+};
+
 // Version rule: same major is compatible; a different major is refused with this reason.
 Status CheckPeerVersion(uint16_t peer_major, uint16_t peer_minor);
 
@@ -85,6 +113,7 @@ class ItemVisitor {
   virtual void OnForget(const ForgetSelector&) {}
   virtual void OnPing(uint64_t token) { (void)token; }
   virtual void OnPong(uint64_t token) { (void)token; }
+  virtual void OnFilterReport(const FilterReport&) {}
 };
 
 // Verifies `bytes` and calls the visitor for each item. Any failure (too large, not a verifiable
@@ -111,6 +140,7 @@ class MessageBuilder {
   void AddForget(const ForgetSelector& selector);
   void AddPing(uint64_t token);
   void AddPong(uint64_t token);
+  void AddFilterReport(const FilterReport& report);
 
   size_t item_count() const { return types_.size(); }
   bool empty() const { return types_.empty(); }
@@ -118,6 +148,7 @@ class MessageBuilder {
   bool WouldFit(size_t item_bytes) const;
   static size_t EstimateQuestionBytes(const FlowQuestion& q) { return 96 + q.payload.size(); }
   static size_t EstimateVerdictBytes(const Verdict& v) { return 64 + v.reason.size(); }
+  static constexpr size_t kFilterReportBytes = 160;
 
   std::span<const uint8_t> Finish();
   void Reset();

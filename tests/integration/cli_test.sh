@@ -3,12 +3,19 @@
 # bound next to analysis.sock: status, rules add/test/list/export/rm, reload, stats, metrics,
 # flows, with --json parsed by jq and the documented exit codes (docs/cli.md) for the daemon's
 # errors (a duplicate rule, a rule not managed by the CLI) and for no daemon at all.
+# The --json outputs of status, stats, rules list and rules test are also compared whole with
+# golden files, tests/data/cli_golden/NAME.json, after jq normalises what differs from run to run
+# (times, uptime, pids, uids, the version, the test's temporary directory, written <W>).
+# TOLLGATE_UPDATE_GOLDEN=1 rewrites the golden files from this run (then review the diff).
 #   bash tests/integration/cli_test.sh TOLLGATED PROBE TOLLGATE
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "$0")/lib.sh"
 TOLLGATE=$(realpath "${3:?usage: $0 TOLLGATED PROBE TOLLGATE}")
 
 write_config
+# Unprivileged, make the caller's primary group the admin group, so the daemon serves it as it
+# would serve an operator (as root, the group is root's and nobody stays outside it).
+sed -i "s/^\[tollgate\]$/[tollgate]\nadmin_group = \"$APP_GROUP\"/" "$CONFIG"
 write_telnet_rule
 log=$W/tollgated.log
 start_daemon_by_hand "$log"
@@ -25,17 +32,55 @@ tg() {
     TG_STATUS=$?
 }
 
+GOLDEN_DIR=$(realpath "$(dirname "$0")/../data/cli_golden")
+# golden NAME FILE [JQ_NORMALISE]: FILE (a --json output) with the test's directory written <W>,
+# normalised by JQ_NORMALISE and keys sorted, must equal tests/data/cli_golden/NAME.json.
+golden() {
+  local name=$1 file=$2 normalise=${3:-.} got=$W/golden-$1.json
+  jq -S --arg w "$W" \
+    "walk(if type == \"string\" then (split(\$w) | join(\"<W>\")) else . end) | $normalise" \
+    "$file" >"$got" 2>&1 || true
+  if [[ -n ${TOLLGATE_UPDATE_GOLDEN:-} ]]; then cp "$got" "$GOLDEN_DIR/$name.json"; fi
+  check "$name --json matches tests/data/cli_golden/$name.json" diff -u "$GOLDEN_DIR/$name.json" "$got"
+}
+# What differs from run to run in GetStatus's Status, and in a FilterConnection.
+NORMALISE_CONNECTION='.pid = 0 | .uid = 0 | .exe = "<exe>" | .connected_since = "<time>"
+  | if .report then .report.reported_at = "<time>" | .report.report_age_ms = 0 else . end'
+NORMALISE_STATUS=".status.version = \"<version>\" | .status.uptime_seconds = 0
+  | .status.rules_loaded_at = \"<time>\" | .status.filters[] |= ($NORMALISE_CONNECTION)"
+
+# A channel client that stays connected: a probe (not a filter), which asked 3 questions.
+spawn "$W/probe-linger.out" "$W/probe-linger.log" "$PROBE" --daemon-uid "$DAEMON_UID" \
+  --socket "$SOCKET" --count 3 --ports 80,23 --linger-ms 30000
+probe_pid=$SPAWNED
+probe_counted() {
+  tg status_wait status --json
+  [[ $(jq -r '"\(.status.filters | length) \(.status.verdicts)"' "$W/status_wait.out") == "1 3" ]]
+}
+must "the probe is connected and its 3 questions answered" wait_until 10000 probe_counted
+
 tg status_json status --json
 check_eq "status --json: exit 0" 0 "$TG_STATUS"
 jcheck "status --json: 1 rule loaded" "$W/status_json.out" .status.rules_loaded 1
 jcheck "status --json: default action" "$W/status_json.out" .status.default_action allow
+jcheck "status --json: a probe reports nothing" "$W/status_json.out" '.status.filters[0].report' null
+golden status "$W/status_json.out" "$NORMALISE_STATUS"
 tg status status
 check_eq "status: exit 0" 0 "$TG_STATUS"
 check "status: a table for people" log_has "$W/status.out" '^rules: +1 loaded'
+check "status: the filters' totals" log_has "$W/status.out" '^filter reports: fallbacks 0, queue drops 0$'
+check "status: the probe's row, without a report" \
+  log_has "$W/status.out" "^$probe_pid +probe .* 3 +3 +- +- +- +-\$"
+tg stats_json stats --json
+check_eq "stats --json: exit 0" 0 "$TG_STATUS"
+golden stats "$W/stats_json.out" '.uptime_seconds = 0 | .filters[].pid = 0'
+kill -TERM "$probe_pid"
+check "the probe ends on SIGTERM" wait_exit "$probe_pid" 5000
 
 tg test23 rules test --proto tcp --dst 127.0.0.1 --port 23 --json
 check_eq "rules test port 23: exit 0" 0 "$TG_STATUS"
 jcheck "rules test port 23: deny by no-telnet" "$W/test23.out" '"\(.action) \(.rule)"' "deny no-telnet"
+golden rules_test "$W/test23.out"
 
 tg add rules add $'[[rule]]\nname = "no-web"\naction = "reject"\nprotocol = "tcp"\nport = 80\n' --json
 check_eq "rules add: exit 0" 0 "$TG_STATUS"
@@ -49,6 +94,7 @@ check "rules test port 80: names the rule" log_has "$W/test80.out" '^rule +no-we
 tg list rules list --json
 jcheck "rules list --json: both rules" "$W/list.out" '[.rules[].name] | sort | join(",")' \
   "no-telnet,no-web"
+golden rules_list "$W/list.out"
 tg export rules export
 check "rules export: the added rule as TOML" log_has "$W/export.out" '^name = "no-web"'
 

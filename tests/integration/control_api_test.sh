@@ -30,10 +30,15 @@ jcheck "GetStatus: one rule loaded" "$W/reply.json" .parameters.status.rules_loa
 jcheck "GetStatus: default action" "$W/reply.json" .parameters.status.default_action allow
 jcheck "GetStatus: flow log path" "$W/reply.json" .parameters.status.flow_log "$W/flows.db"
 jcheck "GetStatus: not enforcing (no filter)" "$W/reply.json" .parameters.status.enforcing false
+jcheck "GetStatus: no filter, so no reported fallbacks or queue drops" "$W/reply.json" \
+  '"\(.parameters.status.fallbacks) \(.parameters.status.queue_lost)"' "0 0"
 v1=$(jq -r .parameters.status.rule_set_version "$W/reply.json")
 
 call '{"method":"org.varlink.service.GetInfo"}'
 jcheck "GetInfo names the interface" "$W/reply.json" '.parameters.interfaces[1]' io.tollgate.Control
+call '{"method":"org.varlink.service.GetInterfaceDescription","parameters":{"interface":"io.tollgate.Control"}}'
+check "the description has the filters' reports" \
+  grep -q 'report: ?FilterReport' <(jq -r .parameters.description "$W/reply.json")
 
 call '{"method":"io.tollgate.Control.AddRule","parameters":{"toml":"[[rule]]\nname = \"no-web\"\naction = \"deny\"\nprotocol = \"tcp\"\nport = 80\n"}}'
 jcheck "AddRule: the rule in force" "$W/reply.json" .parameters.rule.conditions "tcp port 80"
@@ -97,6 +102,12 @@ jq -r .parameters.text "$W/reply.json" >"$W/metrics.txt"
 check "metrics: 10 denials" grep -qx 'tollgate_verdicts_total{action="deny"} 10' "$W/metrics.txt"
 check "metrics: 10 questions in the histogram" grep -qx "tollgate_question_seconds_count 10" "$W/metrics.txt"
 check "metrics: rules loaded" grep -qx 'tollgate_rules_loaded 2' "$W/metrics.txt"
+check "metrics: the filter fallbacks family" \
+  grep -qx '# TYPE tollgate_filter_fallbacks_total counter' "$W/metrics.txt"
+check "metrics: the filter queue drops family" \
+  grep -qx '# TYPE tollgate_filter_queue_drops_total counter' "$W/metrics.txt"
+check "metrics: no filter series from a probe (it reports nothing)" \
+  not grep -q '^tollgate_filter_[a-z_]*{' "$W/metrics.txt"
 
 # Reload after a hand edit of another file; then the managed rule goes away.
 cat >"$W/rules.d/20-more.toml" <<'R'
