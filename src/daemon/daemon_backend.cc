@@ -25,6 +25,7 @@ class AssumedNameFacts final : public analysis::FlowFacts {
                    analysis::ProcessSource* processes)
       : question_(question), processes_(processes) {
     names_.push_back({std::move(name), analysis::NameSource::kDns});
+    process_.detail = "no process lookup";
   }
   const FlowQuestion& question() const override { return question_; }
   analysis::WallTime wall_now() const override { return now_; }
@@ -45,7 +46,9 @@ class AssumedNameFacts final : public analysis::FlowFacts {
   analysis::WallTime now_ = std::chrono::system_clock::now();
   std::vector<analysis::KnownName> names_;
   bool process_ready_ = false;
-  analysis::ProcessLookup process_{analysis::Attribution::kUnavailable, {}, "no process lookup"};
+  // Set in the constructor body: GCC 12 at -O3 reports the aggregate initialiser's temporary
+  // ProcessInfo as maybe-uninitialized (a false positive that -Werror turns into an error).
+  analysis::ProcessLookup process_;
 };
 
 nlohmann::json ReportJson(const ipc::ConnectionInfo& c) {
