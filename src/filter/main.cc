@@ -201,6 +201,11 @@ class Filter {
     // Headers plus what an inspection may need; never whole GSO super-packets.
     qopts.copy_range = 256 + config_.filter.inspect_max_bytes;
     qopts.fail_open = rules.fail_open;
+    // Room for every packet the flow table may hold, so max_pending_flows (not the kernel's
+    // default of 1024 queued packets) decides when new flows overflow.
+    qopts.max_queue_len = platform::QueueLengthFor(
+        uint64_t{config_.filter.max_pending_flows} * flow::FlowTableOptions{}.max_held_per_flow,
+        qopts);
     Expected<platform::NfQueue> queue =
         platform::NfQueue::Open(rules.queue_first, rules.queue_last, qopts);
     if (!queue) return Unexpected(queue.error());

@@ -199,3 +199,59 @@ kill_filter() {
   check "tollgate-filter (pid $FILTER_PID) exits within $(($2 / 1000)) s of SIG$1" \
     wait_exit "$FILTER_PID" "$2"
 }
+
+# --- For the fault matrix (tests/faults/) ---
+
+# nfq_stat FIELD [QUEUE]: one number of NFQUEUE QUEUE (default 0) in NS, from
+# /proc/net/netfilter/nfnetlink_queue: total (packets waiting for a verdict), dropped (refused
+# because the queue was full, without fail-open), user_dropped (refused because the reader's
+# socket was full, without fail-open), id (the last packet id given out; a packet refused for a
+# full socket took one, one refused for a full queue did not). "missing" without that queue.
+nfq_stat() {
+  local col
+  case $1 in
+    total) col=3 ;;
+    dropped) col=6 ;;
+    user_dropped) col=7 ;;
+    id) col=8 ;;
+    *) echo "nfq_stat: unknown field $1" >&2; return 1 ;;
+  esac
+  # shellcheck disable=SC2016  # awk's own $1, $c
+  in_ns awk -v q="${2:-0}" -v c="$col" \
+    '$1 == q { print $c; found = 1 } END { if (!found) print "missing" }' \
+    /proc/net/netfilter/nfnetlink_queue
+}
+
+# proc_kib PID FIELD: FIELD (VmRSS, VmHWM, ...) of /proc/PID/status in KiB.
+proc_kib() {
+  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# The tests' UDP receiver ($LOAD: tollgate-fault-load udp-recv) in NS: udp_receiver PORT SPLIT starts it
+# (RECEIVER_PID, RECEIVER_OUT); receiver_report puts its current counts in RECEIVED (a line of
+# key=value pairs, read with `counter NAME "$RECEIVED"`).
+udp_receiver() {
+  RECEIVER_OUT=$W/udp-recv-$1.out
+  spawn "$RECEIVER_OUT" "$W/udp-recv-$1.log" ip netns exec "$NS" "$LOAD" udp-recv --port "$1" \
+    --split "$2"
+  RECEIVER_PID=$SPAWNED
+  must "udp receiver on port $1 is ready" wait_until 5000 log_has "$RECEIVER_OUT" '^ready'
+}
+_report_lines_above() { (($(log_count "$RECEIVER_OUT" '^now ') > $1)); }
+receiver_report() {
+  local before
+  before=$(log_count "$RECEIVER_OUT" '^now ')
+  kill -USR1 "$RECEIVER_PID"
+  wait_until 5000 _report_lines_above "$before" || {
+    echo "FAIL: the udp receiver did not report within 5 s"
+    failures=$((failures + 1))
+    RECEIVED=
+    return 1
+  }
+  RECEIVED=$(grep -E '^now ' "$RECEIVER_OUT" | tail -n 1)
+}
+# received_at_least N: fresh counts; for wait_until (distinct datagrams).
+received_at_least() {
+  receiver_report >/dev/null || return 1
+  (($(counter distinct "$RECEIVED") >= $1))
+}

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "common/log.h"
+
 namespace tollgate::platform {
 
 static_assert(static_cast<uint32_t>(PacketVerdict::kDrop) == NF_DROP);
@@ -252,6 +254,12 @@ Expected<NfQueue> NfQueue::Open(uint16_t queue_num, const NfQueueOptions& option
   return Open(queue_num, queue_num, options);
 }
 
+uint32_t QueueLengthFor(uint64_t held_packets, const NfQueueOptions& options) {
+  const uint64_t unread = 2 * uint64_t{options.socket_buffer_bytes} / kMinQueuedPacketBytes;
+  const uint64_t length = held_packets + unread + kReadRoundPackets;
+  return static_cast<uint32_t>(std::clamp<uint64_t>(length, 1024, UINT32_MAX));
+}
+
 Expected<NfQueue> NfQueue::Open(uint16_t first_queue, uint16_t last_queue,
                                 const NfQueueOptions& options) {
   if (first_queue > last_queue) {
@@ -302,6 +310,9 @@ Expected<NfQueue> NfQueue::Open(uint16_t first_queue, uint16_t last_queue,
   // Packets re-queued while we were configuring go out now.
   auto st = s->Flush();
   if (!st) return Unexpected(st.error());
+  TG_LOG_INFO("NFQUEUE %u-%u: queue length %u packets, socket buffer %u bytes, %s when full",
+              first_queue, last_queue, options.max_queue_len != 0 ? options.max_queue_len : 1024,
+              options.socket_buffer_bytes, options.fail_open ? "accept" : "drop");
   return NfQueue(std::move(s));
 }
 

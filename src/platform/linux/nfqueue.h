@@ -34,6 +34,17 @@ struct NfQueueOptions {
   uint32_t socket_buffer_bytes = 8u << 20;
 };
 
+// A max_queue_len for a reader that holds at most `held_packets` packets at once while it decides
+// on them: those, plus every packet that can wait unread in its socket (the kernel lets twice
+// socket_buffer_bytes build up, and charges each queued packet at least kMinQueuedPacketBytes of
+// it) and one read round (kReadRoundPackets) not yet given its verdict. With that length the
+// reader's own bounds and fallback policy act before the kernel's queue is full: a stalled reader
+// overruns its socket first, and the kernel then accepts (fail_open) or drops what does not fit.
+// At least the kernel's default (1024), at most UINT32_MAX.
+inline constexpr uint64_t kMinQueuedPacketBytes = 768;  // measured: ~830 for a small UDP datagram
+inline constexpr uint64_t kReadRoundPackets = 4096;
+uint32_t QueueLengthFor(uint64_t held_packets, const NfQueueOptions& options);
+
 // Where the kernel queued the packet (nfqnl_msg_packet_hdr.hook, NF_INET_*).
 enum class QueueHook : uint8_t {
   kPreRouting = 0,

@@ -282,5 +282,17 @@ TEST(NfQueueTest, AVerdictForAnUnknownPacketIsCountedNotFatal) {
   });
 }
 
+// The queue length is what the reader may hold, plus what can wait unread in its socket, plus
+// one read round; never past what the kernel can count.
+TEST(NfQueueTest, QueueLengthCoversHeldUnreadAndOneRound) {
+  NfQueueOptions o;
+  o.socket_buffer_bytes = 768 * 1000;  // 2x the buffer holds 2000 packets of the minimum charge
+  EXPECT_EQ(QueueLengthFor(10'000, o), 10'000u + 2'000u + kReadRoundPackets);
+  EXPECT_EQ(QueueLengthFor(65536 * 32, NfQueueOptions{}), 2'123'093u);  // the filter's default
+  o.socket_buffer_bytes = 0;
+  EXPECT_EQ(QueueLengthFor(0, o), kReadRoundPackets);
+  EXPECT_EQ(QueueLengthFor(uint64_t{1} << 40, o), UINT32_MAX);
+}
+
 }  // namespace
 }  // namespace tollgate::platform
