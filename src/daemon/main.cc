@@ -84,7 +84,7 @@ std::string CountersLine(const ipc::ServerCounters& c) {
       line, sizeof(line),
       "accepted=%llu refused=%llu handshakes=%llu version_refused=%llu questions=%llu "
       "verdicts=%llu dns=%llu malformed=%llu oversize=%llu protocol_errors=%llu "
-      "over_limit=%llu filter_reports=%llu reports_ignored=%llu",
+      "over_limit=%llu handshake_timeouts=%llu filter_reports=%llu reports_ignored=%llu",
       static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.peers_refused),
       static_cast<unsigned long long>(c.handshakes),
       static_cast<unsigned long long>(c.version_refused),
@@ -94,6 +94,7 @@ std::string CountersLine(const ipc::ServerCounters& c) {
       static_cast<unsigned long long>(c.oversize_messages),
       static_cast<unsigned long long>(c.protocol_errors),
       static_cast<unsigned long long>(c.connections_over_limit),
+      static_cast<unsigned long long>(c.handshake_timeouts),
       static_cast<unsigned long long>(c.filter_reports),
       static_cast<unsigned long long>(c.reports_ignored));
   return line;

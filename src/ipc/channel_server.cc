@@ -35,6 +35,7 @@ struct ChannelServer::Connection {
   ChannelServer* server = nullptr;
   UniqueFd fd;
   sd_event_source* source = nullptr;
+  sd_event_source* hello_timer = nullptr;  // until the Hello: closes the connection at expiry
   PeerFacts peer;
   State state = State::kAwaitHello;
   Role role = Role::kUnknown;
@@ -108,6 +109,15 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     c_.state = Connection::State::kReady;
     c_.role = hello.role;
     ++s_.counters_.handshakes;
+    sd_event_source_disable_unref(c_.hello_timer);
+    c_.hello_timer = nullptr;
+    // The packet path waits on filter connections: every other role is moved below them (and
+    // below our timers and signals, which a busy filter must not starve either), so sd-event
+    // dispatches a pending filter connection first and another peer's burst delays it by one
+    // dispatch at most.
+    if (hello.role != Role::kFilter) {
+      sd_event_source_set_priority(c_.source, SD_EVENT_PRIORITY_IDLE);
+    }
     s_.reply_.AddWelcome(
         Welcome{kProtocolMajor, kProtocolMinor, s_.options_.build, s_.options_.settings});
     TG_LOG_INFO("%s connected: uid %u pid %d exe %s, protocol %u.%u, build \"%s\"",
@@ -214,7 +224,10 @@ ChannelServer::ChannelServer(sd_event* loop, UniqueFd listen_fd, PeerIdentity& i
 }
 
 ChannelServer::~ChannelServer() {
-  for (auto& [fd, c] : connections_) sd_event_source_disable_unref(c->source);
+  for (auto& [fd, c] : connections_) {
+    sd_event_source_disable_unref(c->source);
+    sd_event_source_disable_unref(c->hello_timer);
+  }
   connections_.clear();
   sd_event_source_disable_unref(listen_source_);
   sd_event_source_disable_unref(idle_source_);
@@ -266,6 +279,15 @@ void ChannelServer::Admit(UniqueFd fd) {
   ++counters_.accepted;
   if (connections_.size() >= options_.max_connections) {
     ++counters_.connections_over_limit;
+    MonoTime now = Now();
+    if (now - over_limit_minute_start_ >= std::chrono::minutes(1)) {
+      over_limit_minute_start_ = now;
+      over_limit_logs_this_minute_ = 0;
+    }
+    if (over_limit_logs_this_minute_++ < 20) {
+      TG_LOG_WARNING("refused a connection: %zu connections open, the limit (%zu counted so far)",
+                     connections_.size(), static_cast<size_t>(counters_.connections_over_limit));
+    }
     reply_.Reset();
     reply_.AddRefused("too many connections to tollgated (limit " +
                       std::to_string(options_.max_connections) + ")");
@@ -321,6 +343,17 @@ void ChannelServer::Admit(UniqueFd fd) {
     TG_LOG_ERROR("watch connection: %s", std::strerror(-r));
     return;
   }
+  r = sd_event_add_time_relative(
+      loop_, &conn->hello_timer, CLOCK_MONOTONIC,
+      static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(options_.handshake_timeout)
+              .count()),
+      100'000, OnHelloTimeout, conn.get());
+  if (r < 0) {
+    TG_LOG_ERROR("arm handshake timer: %s", std::strerror(-r));
+    sd_event_source_disable_unref(conn->source);
+    return;
+  }
   connections_.emplace(raw, std::move(conn));
 }
 
@@ -336,17 +369,33 @@ int ChannelServer::OnConnectionReady(sd_event_source*, int, uint32_t revents, vo
   return 0;
 }
 
+int ChannelServer::OnHelloTimeout(sd_event_source*, uint64_t, void* userdata) {
+  auto* c = static_cast<Connection*>(userdata);
+  ChannelServer* self = c->server;
+  ++self->counters_.handshake_timeouts;
+  TG_LOG_INFO("closing uid %u pid %d: no Hello within %lld ms", c->peer.uid, c->peer.pid,
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         self->options_.handshake_timeout)
+                                         .count()));
+  self->Close(*c, nullptr);
+  return 0;
+}
+
 void ChannelServer::ReadMessages(Connection& c) {
-  const int rounds = std::max(1, options_.max_messages_per_wakeup / kReadBatch);
+  const int rounds =
+      c.role == Role::kFilter ? std::max(1, options_.max_messages_per_wakeup / kReadBatch) : 1;
   for (int round = 0; round < rounds; ++round) {
     if (!c.outbox.empty()) return;  // backpressure: no new work until the peer takes its replies
-    DatagramReader::Result r = reader_.Read(c.fd.get());
+    // Before its Hello a peer's role (and so its priority) is unknown: one message, the Hello,
+    // then the next read happens at the priority its role gets.
+    const bool greeting = c.state == Connection::State::kAwaitHello;
+    DatagramReader::Result r = reader_.Read(c.fd.get(), greeting ? 1 : kReadBatch);
     for (size_t i = 0; i < r.count; ++i) {
       if (!HandleMessage(c, i)) return;  // closed
     }
     if (r.eof) return Close(c, c.state == Connection::State::kReady ? "disconnected" : nullptr);
     if (r.error != 0) return Close(c, "receive error");
-    if (r.count < kReadBatch) return;  // drained
+    if (greeting || r.count < kReadBatch) return;  // re-dispatched at its priority, or drained
   }
 }
 
@@ -441,6 +490,8 @@ void ChannelServer::Close(Connection& c, const char* why) {
   DiscardQueued(c.fd.get());
   sd_event_source_disable_unref(c.source);
   c.source = nullptr;
+  sd_event_source_disable_unref(c.hello_timer);
+  c.hello_timer = nullptr;
   connections_.erase(c.fd.get());  // destroys c and closes its socket
 }
 

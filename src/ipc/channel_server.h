@@ -38,8 +38,14 @@ struct ServerOptions {
   // when a service manager holds the listening socket and restarts us on the next connect.
   Duration idle_exit{0};
   size_t max_connections = 4096;
-  // Messages read from one connection per wake-up, so one busy peer cannot starve the others.
+  // Messages read from one filter connection per wake-up, so one busy peer cannot starve the
+  // others. Other roles (probes, agents) get one read batch per wake-up and a lower sd-event
+  // priority than filters, timers and signals: the packet path's questions never queue behind
+  // another peer's burst.
   int max_messages_per_wakeup = 64;
+  // A connection that has not sent its Hello by then is closed: it would hold one of
+  // max_connections for nothing.
+  Duration handshake_timeout{std::chrono::seconds(5)};
 };
 
 struct ServerCounters {
@@ -57,6 +63,7 @@ struct ServerCounters {
   uint64_t reports_ignored = 0;  // from a peer whose Hello did not say role filter
   uint64_t connections_closed = 0;
   uint64_t connections_over_limit = 0;
+  uint64_t handshake_timeouts = 0;  // closed for sending no Hello within handshake_timeout
   uint64_t send_errors = 0;
 };
 
@@ -121,6 +128,7 @@ class ChannelServer {
 
   static int OnListenReady(sd_event_source* s, int fd, uint32_t revents, void* self);
   static int OnConnectionReady(sd_event_source* s, int fd, uint32_t revents, void* conn);
+  static int OnHelloTimeout(sd_event_source* s, uint64_t usec, void* conn);
   static int OnIdleTimer(sd_event_source* s, uint64_t usec, void* self);
 
   void AcceptAll();
@@ -158,6 +166,9 @@ class ChannelServer {
   // Refused peers are logged once each, but at most this many per minute (a loop of refused
   // connects must not flood the journal); the rest are counted.
   uint32_t refusal_logs_this_minute_ = 0;
+  // Over-limit connects are logged the same way (a full table is an attack or a leak).
+  MonoTime over_limit_minute_start_{};
+  uint32_t over_limit_logs_this_minute_ = 0;
   MonoTime refusal_minute_start_{};
 };
 

@@ -31,6 +31,8 @@ class PortAnalyzer final : public analysis::Analyzer {
  public:
   Verdict Decide(const FlowQuestion& q) override {
     ++decided;
+    if (q.tuple.dst_port == 23 && decided_before_first_23 < 0)
+      decided_before_first_23 = decided - 1;
     Verdict v;
     v.action = q.tuple.dst_port == 23 ? Action::kDeny : Action::kAllow;
     v.reason = v.action == Action::kDeny ? "deny: rule \"no-telnet\"" : "allow: rule \"rest\"";
@@ -38,6 +40,7 @@ class PortAnalyzer final : public analysis::Analyzer {
   }
   void ObserveDns(const uint8_t*, size_t size) override { dns_bytes += size; }
   int decided = 0;
+  int decided_before_first_23 = -1;  // questions decided before the first one for port 23
   size_t dns_bytes = 0;
 };
 
@@ -360,6 +363,60 @@ TEST_F(ChannelTest, QuestionBeforeHelloIsAProtocolError) {
   ASSERT_GT(::send(bad.get(), m.data(), m.size(), 0), 0);
   ASSERT_TRUE(RunUntil([&] { return server_->counters().protocol_errors == 1; }));
   EXPECT_EQ(analyzer_.decided, 0) << "nothing is analysed for an unauthenticated session";
+}
+
+TEST_F(ChannelTest, ConnectionWithoutHelloIsClosedAtTheHandshakeTimeout) {
+  ServerOptions opts;
+  opts.handshake_timeout = milliseconds(100);
+  StartServer(opts);
+  UniqueFd silent = RawConnect();
+  ASSERT_TRUE(RunUntil([&] { return server_->connection_count() == 1; }));
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().handshake_timeouts == 1; }));
+  EXPECT_EQ(server_->connection_count(), 0u);
+  char byte = 0;
+  EXPECT_EQ(::recv(silent.get(), &byte, 1, 0), 0) << "the daemon closed it";
+  // A peer that does say Hello in time keeps its connection past the timeout.
+  StartClient();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  RunFor(milliseconds(250));
+  EXPECT_EQ(client_->status().state, ChannelState::kConnected);
+  EXPECT_EQ(server_->counters().handshake_timeouts, 1u);
+}
+
+// A probe's burst is queued first, then one filter question: the filter's connection is
+// dispatched first, so its verdict comes back before the daemon has read more than one batch of
+// the probe's backlog.
+TEST_F(ChannelTest, FilterConnectionsAreServedBeforeOtherPeersBacklog) {
+  StartServer();
+  UniqueFd probe = RawConnect();
+  MessageBuilder b;
+  b.AddHello(Hello{kProtocolMajor, kProtocolMinor, Role::kProbe, "burst"});
+  auto h = b.Finish();
+  ASSERT_GT(::send(probe.get(), h.data(), h.size(), 0), 0);
+  StartClient();  // role filter
+  ASSERT_TRUE(RunUntil([&] {
+    return client_->status().state == ChannelState::kConnected &&
+           server_->counters().handshakes == 2;
+  }));
+  // Drain the probe's Welcome so its replies never block the daemon.
+  std::vector<uint8_t> buf(kMaxMessageBytes);
+  ASSERT_GT(::recv(probe.get(), buf.data(), buf.size(), 0), 0);
+  const int before = analyzer_.decided;
+  // As many messages of 64 questions as the socket takes without blocking (at least 20).
+  int queued = 0;
+  for (; queued < 1000; ++queued) {
+    for (int i = 0; i < 64; ++i) b.AddQuestion(Question(80));
+    auto msg = b.Finish();
+    if (::send(probe.get(), msg.data(), msg.size(), MSG_DONTWAIT) < 0) break;
+  }
+  ASSERT_GE(queued, 20);
+  uint64_t id = client_->Ask(Question(23));
+  client_->Flush();
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id); }));
+  EXPECT_EQ(outcomes_.at(id).source, DecisionSource::kDaemon);
+  // The filter's question is the first the daemon decides after the burst was queued: its
+  // connection is dispatched before the probe's, which waits with `queued` messages.
+  EXPECT_EQ(analyzer_.decided_before_first_23 - before, 0);
 }
 
 TEST_F(ChannelTest, OtherMajorVersionIsRefusedWithReason) {

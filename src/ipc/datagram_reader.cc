@@ -1,5 +1,6 @@
 #include "ipc/datagram_reader.h"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace tollgate::ipc {
@@ -10,7 +11,7 @@ DatagramReader::DatagramReader(size_t batch, size_t max_message)
       headers_(batch),
       lengths_(batch) {}
 
-DatagramReader::Result DatagramReader::Read(int fd) {
+DatagramReader::Result DatagramReader::Read(int fd, size_t limit) {
   for (size_t i = 0; i < headers_.size(); ++i) {
     iovecs_[i] = iovec{buffers_[i].data(), buffers_[i].size()};
     headers_[i] = mmsghdr{};
@@ -21,7 +22,7 @@ DatagramReader::Result DatagramReader::Read(int fd) {
   int n;
   do {
     // MSG_TRUNC: msg_len is the real length, so an oversize message is detected, not cut.
-    n = ::recvmmsg(fd, headers_.data(), static_cast<unsigned>(headers_.size()),
+    n = ::recvmmsg(fd, headers_.data(), static_cast<unsigned>(std::min(limit, headers_.size())),
                    MSG_DONTWAIT | MSG_TRUNC, nullptr);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {

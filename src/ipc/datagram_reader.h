@@ -22,8 +22,8 @@ class DatagramReader {
     bool eof = false;  // the peer closed; comes after the `count` messages
     int error = 0;     // errno of a failed read (after the `count` messages)
   };
-  // Never blocks.
-  Result Read(int fd);
+  // Never blocks. Reads at most `limit` messages (and at most the batch).
+  Result Read(int fd, size_t limit = SIZE_MAX);
 
   // The i-th message of the last Read. truncated(i): it was larger than max_message (its real
   // length is length(i)); the bytes are then incomplete and must not be decoded.

@@ -21,11 +21,12 @@
 //       SIGUSR1 and at exit (SIGTERM/SIGINT).
 //   hostile --socket PATH --connections N [--churn-ms MS] [--kinds K,K...]
 //       N authorised but misbehaving analysis-channel peers, the kinds in turn (default all
-//       five): silent (never says Hello), never_read (handshake, then questions until the daemon
-//       stops taking them, never reads a reply), slow_read (a batch of 64 questions every 2 s,
-//       one reply read every 4 s), garbage and oversize (send a bad message, wait for the daemon
-//       to close, reconnect after MS). Prints "ready ..." once every connection is made, its
-//       totals on SIGTERM/SIGINT after the churners finish their current round.
+//       five): silent (never says Hello; reconnects after MS when the daemon hangs up), never_read
+//       (handshake, then questions until the daemon stops taking them, never reads a reply),
+//       slow_read (a batch of 64 questions every 2 s, one reply read every 4 s), garbage and
+//       oversize (send a bad message, wait for the daemon to close, reconnect after MS). Prints
+//       "ready ..." once every connection is made, its totals on SIGTERM/SIGINT after the churners
+//       finish their current round.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -558,6 +559,7 @@ struct HostileTotals {
   uint64_t connects = 0, connect_errors = 0, welcomed = 0, refused = 0;
   uint64_t questions_sent = 0, never_read_blocked = 0, slow_replies_read = 0;
   uint64_t garbage_sent = 0, garbage_closed = 0, oversize_sent = 0, oversize_closed = 0;
+  uint64_t silent_closed = 0;  // silent peers the daemon hung up on (its handshake timeout)
   uint64_t closed_unexpectedly = 0;
 };
 
@@ -629,11 +631,12 @@ class Hostile {
     std::printf(
         "connections=%zu connects=%llu connect_errors=%llu welcomed=%llu refused=%llu "
         "questions_sent=%llu never_read_blocked=%llu slow_replies_read=%llu garbage_sent=%llu "
-        "garbage_closed=%llu oversize_sent=%llu oversize_closed=%llu closed_unexpectedly=%llu "
-        "unsettled=%zu\n",
+        "garbage_closed=%llu oversize_sent=%llu oversize_closed=%llu silent_closed=%llu "
+        "closed_unexpectedly=%llu unsettled=%zu\n",
         peers_.size(), U(t.connects), U(t.connect_errors), U(t.welcomed), U(t.refused),
         U(t.questions_sent), U(t.never_read_blocked), U(t.slow_replies_read), U(t.garbage_sent),
-        U(t.garbage_closed), U(t.oversize_sent), U(t.oversize_closed), U(t.closed_unexpectedly),
+        U(t.garbage_closed), U(t.oversize_sent), U(t.oversize_closed), U(t.silent_closed),
+        U(t.closed_unexpectedly),
         static_cast<size_t>(std::count_if(peers_.begin(), peers_.end(), [](const Peer& p) {
           return p.phase == Phase::kSentBad || p.phase == Phase::kHello;
         })));
@@ -781,7 +784,8 @@ class Hostile {
       return;
     }
     if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
-      ++totals_.closed_unexpectedly;
+      // A silent peer is hung up on when its Hello is overdue (then reconnects after churn_ms).
+      ++(p.kind == Kind::kSilent ? totals_.silent_closed : totals_.closed_unexpectedly);
       Close(i);
     }
   }
