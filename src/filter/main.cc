@@ -456,12 +456,14 @@ class Filter {
         "%s: packets=%llu new_flows=%llu joined=%llu questions=%llu answered=%llu "
         "fallbacks=%llu late=%llu allow=%llu pass=%llu deny=%llu drop=%llu reject=%llu "
         "inspect=%llu remembered_hits=%llu overflow=%llu pending=%zu dns_observations=%llu "
-        "nfq_lost=%llu nfq_parse_errors=%llu verdict_errors=%llu channel=%s",
+        "nfq_lost=%llu nfq_parse_errors=%llu verdict_errors=%llu channel_dropped=%llu "
+        "channel=%s",
         what, ULL(t.packets), ULL(t.new_flows), ULL(t.joined), ULL(t.questions), ULL(c.answered),
         ULL(c.fallbacks()), ULL(c.late_verdicts), ULL(t.released[0]), ULL(t.released[1]),
         ULL(t.released[2]), ULL(t.released[3]), ULL(t.released[4]), ULL(t.released[5]),
         ULL(t.remembered_hits), ULL(t.overflow), table_->pending(), ULL(counters_.dns_observations),
-        ULL(q.lost), ULL(q.parse_errors), ULL(q.verdict_errors), ipc::ChannelStateName(c.state));
+        ULL(q.lost), ULL(q.parse_errors), ULL(q.verdict_errors), ULL(c.messages_dropped),
+        ipc::ChannelStateName(c.state));
   }
   static unsigned long long ULL(uint64_t v) { return static_cast<unsigned long long>(v); }
 

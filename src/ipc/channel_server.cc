@@ -394,6 +394,13 @@ void ChannelServer::ReadMessages(Connection& c) {
       if (!HandleMessage(c, i)) return;  // closed
     }
     if (r.eof) return Close(c, c.state == Connection::State::kReady ? "disconnected" : nullptr);
+    // A peer that closes with our replies unread makes the read fail with ECONNRESET: that is a
+    // disconnect (logged at debug, as churn is normal for probes), not an error worth a line.
+    if (r.error == ECONNRESET) {
+      TG_LOG_DEBUG("%s (uid %u pid %d): disconnected with replies unread", RoleName(c.role),
+                   c.peer.uid, c.peer.pid);
+      return Close(c, nullptr);
+    }
     if (r.error != 0) return Close(c, "receive error");
     if (greeting || r.count < kReadBatch) return;  // re-dispatched at its priority, or drained
   }
