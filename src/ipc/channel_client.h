@@ -111,7 +111,8 @@ class ChannelClient {
   ChannelClient(const ChannelClient&) = delete;
   ChannelClient& operator=(const ChannelClient&) = delete;
 
-  // Connects at once (the filter wants the daemon started at boot, if it can be).
+  // Connects at once. Optional: a client that never calls it connects at its first question
+  // (the filter does so by default, so that the daemon is started on demand, not at boot).
   void Start();
   // Settles every pending question with the fallback and closes the connection.
   void Stop();
