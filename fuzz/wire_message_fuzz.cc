@@ -56,6 +56,10 @@ struct Counter : tollgate::ipc::ItemVisitor {
     reports.push_back(r);
     if (rebuild) rebuild->AddFilterReport(r);
   }
+  void OnDecided(const tollgate::FlowQuestion& q, tollgate::Action a) override {
+    ++items;
+    if (rebuild) rebuild->AddDecided(q, a);
+  }
   std::vector<tollgate::ipc::FilterReport> reports;
 };
 }  // namespace

@@ -1,5 +1,6 @@
 #include "analysis/engine.h"
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -16,6 +17,12 @@ class Engine::Facts final : public FlowFacts {
 
   const FlowQuestion& question() const override { return question_; }
   WallTime wall_now() const override { return wall_now_; }
+
+  // Whether the decision so far used a fact beyond the question's tuple and uid: names, the
+  // application protocol, the process or the payload. Such a decision holds for this flow only.
+  bool used_flow_facts() const {
+    return names_ready_ || app_ready_ || process_ready_ || !question_.payload.empty();
+  }
 
   std::span<const KnownName> names() override {
     if (!names_ready_) {
@@ -161,6 +168,7 @@ Decision Engine::DecideWithRule(const FlowQuestion& question) {
   std::shared_ptr<const RuleTable> table = Current();
   Facts facts(*this, question);
   Decision decision = table->Decide(facts);
+  ScopeCache(decision, facts.used_flow_facts(), facts.wall_now());
   if (observer_) {
     DecisionRecord record;
     record.time = options_.wall_clock();
@@ -183,7 +191,52 @@ Decision Engine::DecideWithRule(const FlowQuestion& question) {
   return decision;
 }
 
+// A verdict that used only the question's tuple and uid holds for every new flow with the same
+// direction, protocol, remote address, destination port and uid, until the rules change (the
+// daemon then tells the filters to forget) or the deciding rule expires; the filter may reuse it
+// for options_.destination_cache_ttl at most. Never for inspect, a `once` rule, or a decision
+// that looked at names, the application, the process or the payload.
+void Engine::ScopeCache(Decision& decision, bool used_flow_facts, WallTime now) const {
+  if (options_.destination_cache_ttl.count() <= 0 || used_flow_facts ||
+      decision.verdict.action == Action::kInspect || decision.verdict.cache != CacheScope::kFlow ||
+      (decision.rule != nullptr && decision.rule->once)) {
+    return;
+  }
+  auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options_.destination_cache_ttl);
+  if (decision.rule != nullptr && decision.rule->expires) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*decision.rule->expires - now);
+    ttl = std::min(ttl, left);
+  }
+  if (ttl.count() <= 0) return;
+  decision.verdict.cache = CacheScope::kDestination;
+  decision.verdict.cache_ttl_ms = static_cast<uint32_t>(ttl.count());
+}
+
 Verdict Engine::Decide(const FlowQuestion& question) { return DecideWithRule(question).verdict; }
+
+void Engine::ObserveDecided(const FlowQuestion& question, Action action) {
+  counters_.decided_by_filters.fetch_add(1, std::memory_order_relaxed);
+  if (!observer_) return;
+  // The filter reused a verdict that depended only on the tuple and uid: explaining the flow
+  // again names the rule (it costs no lookup: such a decision needs no name, process or payload).
+  Decision explained = Explain(question);
+  DecisionRecord record;
+  record.time = options_.wall_clock();
+  record.question = question;
+  record.question.payload.clear();
+  record.verdict = explained.verdict;
+  record.verdict.id = question.id;
+  if (explained.verdict.action == action) {
+    if (explained.rule != nullptr) record.rule = explained.rule->name;
+    record.verdict.reason += " (reused by the filter)";
+  } else {
+    // The rules changed after the filter took the verdict, before it heard so: log what it did.
+    record.verdict.action = action;
+    record.verdict.reason = std::string(ActionName(action)) + ": a verdict the filter reused";
+  }
+  observer_(record);
+}
 
 void Engine::ObserveDns(const uint8_t* reply, size_t size) {
   counters_.dns_replies.fetch_add(1, std::memory_order_relaxed);

@@ -43,6 +43,9 @@ struct EngineOptions {
   // The most payload bytes a verdict may ask the filter for (filter.inspect_max_bytes); 0 turns
   // inspection off, so rules that need a name nobody resolved fall to on_unknown at once.
   uint32_t inspect_max_bytes = 2048;
+  // How long a filter may reuse a verdict that depended only on the flow's tuple and uid for
+  // other new flows to the same destination (CacheScope::kDestination); 0 turns that off.
+  std::chrono::milliseconds destination_cache_ttl{std::chrono::seconds(60)};
   // The wall clock `expires` is compared with; replaceable for tests and replays.
   std::function<WallTime()> wall_clock = [] { return std::chrono::system_clock::now(); };
 };
@@ -61,6 +64,7 @@ struct EngineCounters {
   std::atomic<uint64_t> process_lookups{0};
   std::atomic<uint64_t> process_unknown{0};  // lookups that found no live process
   std::atomic<uint64_t> once_rules_used{0};
+  std::atomic<uint64_t> decided_by_filters{0};  // flows decided from destination-scoped verdicts
 };
 
 class Engine final : public Analyzer {
@@ -71,6 +75,7 @@ class Engine final : public Analyzer {
          AppClassifier* classifier, const Clock& clock, EngineOptions options = {});
 
   Verdict Decide(const FlowQuestion& question) override;
+  void ObserveDecided(const FlowQuestion& question, Action action) override;
   // The full decision, with the deciding rule.
   Decision DecideWithRule(const FlowQuestion& question);
   // What `question` would get now, without using up a `once` rule, counting, or telling the
@@ -91,6 +96,7 @@ class Engine final : public Analyzer {
 
  private:
   class Facts;
+  void ScopeCache(Decision& decision, bool used_flow_facts, WallTime now) const;
 
   ProcessSource* processes_;
   AppClassifier* classifier_;

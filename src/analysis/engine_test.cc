@@ -364,3 +364,128 @@ TEST(EngineTest, ReplaceIsAtomicUnderConcurrentDecisions) {
 
 }  // namespace
 }  // namespace tollgate::analysis
+
+namespace tollgate::analysis {
+namespace {
+
+// Destination scope (CacheScope::kDestination): only for a decision that used nothing but the
+// tuple and uid, so that a filter may reuse it for new flows to the same destination.
+constexpr char kScopeRules[] = R"(
+[[rule]]
+name = "web"
+action = "allow"
+protocol = "tcp"
+port = 443
+
+[[rule]]
+name = "ssh-by-curl"
+action = "reject"
+protocol = "tcp"
+port = 22
+exe = "/usr/bin/curl"
+
+[[rule]]
+name = "one-off"
+action = "allow"
+protocol = "tcp"
+port = 2222
+once = true
+
+[[rule]]
+name = "until-2030"
+action = "allow"
+protocol = "tcp"
+port = 3030
+expires = 2030-01-01T00:00:00Z
+)";
+
+TEST(EngineTest, OnlyTupleDecisionsAreReusableForTheirDestination) {
+  FakeClock clock;
+  FakeProcesses processes;
+  EngineOptions options;
+  options.wall_clock = [] {
+    return WallTime(std::chrono::sys_days(std::chrono::year(2029) / 12 / 31) + 23h + 59min);
+  };
+  Engine engine(Rules(kScopeRules, nullptr, Action::kDeny), &processes, nullptr, clock, options);
+
+  Verdict web = engine.Decide(Tcp("198.51.100.7", 443));
+  EXPECT_EQ(web.action, Action::kAllow);
+  EXPECT_EQ(web.cache, CacheScope::kDestination);
+  EXPECT_EQ(web.cache_ttl_ms, 60'000u);
+
+  Verdict fallthrough = engine.Decide(Tcp("198.51.100.7", 9999));
+  EXPECT_EQ(fallthrough.action, Action::kDeny) << "the default";
+  EXPECT_EQ(fallthrough.cache, CacheScope::kDestination) << "no rule needed more than the tuple";
+
+  Verdict ssh = engine.Decide(Tcp("198.51.100.7", 22));
+  EXPECT_EQ(ssh.action, Action::kReject);
+  EXPECT_EQ(ssh.cache, CacheScope::kFlow) << "it needed the process";
+  EXPECT_EQ(processes.calls, 1);
+
+  Verdict once = engine.Decide(Tcp("198.51.100.7", 2222));
+  EXPECT_EQ(once.action, Action::kAllow);
+  EXPECT_EQ(once.cache, CacheScope::kFlow) << "a once rule decides one flow only";
+
+  Verdict expiring = engine.Decide(Tcp("198.51.100.7", 3030));
+  EXPECT_EQ(expiring.cache, CacheScope::kDestination);
+  EXPECT_EQ(expiring.cache_ttl_ms, 60'000u) << "a minute left: the whole TTL";
+
+  FlowQuestion with_payload = Tcp("198.51.100.7", 443);
+  with_payload.payload = {0x16, 0x03, 0x01};
+  EXPECT_EQ(engine.Decide(with_payload).cache, CacheScope::kFlow);
+}
+
+// With a name rule in the table every decision looks the remote address up in the name map
+// (the rule index needs it), and a DNS reply may change that name at any time: nothing is
+// reusable then, not even a port-only decision.
+TEST(EngineTest, NothingIsReusableWhileNameRulesNeedTheNameMap) {
+  FakeClock clock;
+  Engine engine(Rules(std::string(kScopeRules) + kAdsRule, nullptr, Action::kDeny), nullptr,
+                nullptr, clock);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).cache, CacheScope::kFlow);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 9999)).cache, CacheScope::kFlow);
+}
+
+TEST(EngineTest, ReuseNeverOutlivesTheDecidingRule) {
+  FakeClock clock;
+  EngineOptions options;
+  options.wall_clock = [] {
+    return WallTime(std::chrono::sys_days(std::chrono::year(2030) / 1 / 1) - 10s);
+  };
+  Engine engine(Rules(kScopeRules, nullptr, Action::kDeny), nullptr, nullptr, clock, options);
+  Verdict v = engine.Decide(Tcp("198.51.100.7", 3030));
+  EXPECT_EQ(v.action, Action::kAllow);
+  EXPECT_EQ(v.cache, CacheScope::kDestination);
+  EXPECT_EQ(v.cache_ttl_ms, 10'000u);
+}
+
+TEST(EngineTest, ReuseCanBeTurnedOff) {
+  FakeClock clock;
+  EngineOptions options;
+  options.destination_cache_ttl = std::chrono::milliseconds(0);
+  Engine engine(Rules(kScopeRules, nullptr, Action::kDeny), nullptr, nullptr, clock, options);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).cache, CacheScope::kFlow);
+}
+
+TEST(EngineTest, AFlowTheFilterDecidedIsLoggedWithItsRule) {
+  FakeClock clock;
+  Engine engine(Rules(kScopeRules, nullptr, Action::kDeny), nullptr, nullptr, clock);
+  std::vector<DecisionRecord> records;
+  engine.SetObserver([&](const DecisionRecord& r) { records.push_back(r); });
+  engine.ObserveDecided(Tcp("198.51.100.7", 443, 77), Action::kAllow);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].question.id, 77u);
+  EXPECT_EQ(records[0].verdict.action, Action::kAllow);
+  EXPECT_EQ(records[0].rule, "web");
+  EXPECT_NE(records[0].verdict.reason.find("reused by the filter"), std::string::npos);
+  // What the filter did is what is logged, even if the rules say otherwise by now.
+  engine.ObserveDecided(Tcp("198.51.100.7", 443, 78), Action::kReject);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].verdict.action, Action::kReject);
+  EXPECT_EQ(records[1].rule, "");
+  EXPECT_EQ(engine.counters().decided_by_filters.load(), 2u);
+  EXPECT_EQ(engine.counters().questions.load(), 0u) << "not questions";
+}
+
+}  // namespace
+}  // namespace tollgate::analysis

@@ -365,6 +365,10 @@ Expected<Config> ParseConfig(std::string_view text, const std::string& source_na
       {"queues", [&](const toml::node& n) { ReadQueues(n, &filter.queues, problems); }},
       {"inbound",
        [&](const toml::node& n) { ReadBool(n, "filter.inbound", &filter.inbound, problems); }},
+      {"reuse_verdicts",
+       [&](const toml::node& n) {
+         ReadBool(n, "filter.reuse_verdicts", &filter.reuse_verdicts, problems);
+       }},
       {"inspect_max_bytes",
        [&](const toml::node& n) {
          ReadUint32(n, "filter.inspect_max_bytes", 1, kMaxInspectBytes, &filter.inspect_max_bytes,

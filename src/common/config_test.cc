@@ -76,6 +76,7 @@ max_pending_flows = 1000
 queues = "2-5"
 inbound = true
 inspect_max_bytes = 4096
+reuse_verdicts = true
 )";
   auto config = ParseConfig(text, "t.toml");
   ASSERT_TRUE(config) << config.error().message;
@@ -98,6 +99,7 @@ inspect_max_bytes = 4096
   EXPECT_EQ(config->filter.max_pending_flows, 1000u);
   EXPECT_EQ(config->filter.queues, (QueueRange{2, 5}));
   EXPECT_TRUE(config->filter.inbound);
+  EXPECT_TRUE(config->filter.reuse_verdicts);
   EXPECT_EQ(config->filter.inspect_max_bytes, 4096u);
 }
 
@@ -229,7 +231,8 @@ TEST(ParseConfigErrorTest, UnknownTopLevelKeyAndTable) {
   EXPECT_EQ(ErrorOf("[filtre]\n"), "t.toml:1:2: unknown table [filtre]; did you mean \"filter\"?");
   EXPECT_EQ(ErrorOf("[filter.extra]\nx = 1\n"),
             "t.toml:1:9: unknown table [filter.extra]; expected one of: question_deadline_ms, "
-            "fallback, max_pending_flows, queues, inbound, inspect_max_bytes, reply_spin_us");
+            "fallback, max_pending_flows, queues, inbound, reuse_verdicts, inspect_max_bytes, "
+            "reply_spin_us");
 }
 
 TEST(ParseConfigErrorTest, WrongTypes) {
@@ -373,7 +376,7 @@ TEST(PackagedConfigTest, ShippedFileStatesTheDefaults) {
     }
     uncommented += line + "\n";
   }
-  EXPECT_EQ(settings, 18);  // every setting of Config except the allow_exe and blocklists examples
+  EXPECT_EQ(settings, 19);  // every setting of Config except the allow_exe and blocklists examples
   auto all_set = ParseConfig(uncommented, "uncommented");
   ASSERT_TRUE(all_set) << all_set.error().message;
   const Config defaults;

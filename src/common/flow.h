@@ -64,7 +64,10 @@ struct FlowQuestion {
 enum class Action : uint8_t { kAllow = 0, kDeny = 1, kReject = 2, kInspect = 3 };
 const char* ActionName(Action action);
 
-enum class CacheScope : uint8_t { kFlow = 0, kNone = 1 };
+// kFlow: this flow (the conntrack mark); kNone: nothing; kDestination: this flow, and for
+// Verdict::cache_ttl_ms every new flow with the same direction, protocol, remote address,
+// destination port and uid (the decision used no other fact).
+enum class CacheScope : uint8_t { kFlow = 0, kNone = 1, kDestination = 2 };
 
 enum class FallbackPolicy : uint8_t { kFailOpen = 0, kFailClosed = 1 };
 const char* FallbackPolicyName(FallbackPolicy policy);
@@ -74,12 +77,23 @@ inline Action FallbackAction(FallbackPolicy p) {
   return p == FallbackPolicy::kFailOpen ? Action::kAllow : Action::kDeny;
 }
 
+// Which kept verdicts a filter must forget (the daemon's Forget): all, or those for a remote
+// address or prefix, a protocol, a destination port.
+struct ForgetSelector {
+  bool all = false;
+  IpAddress dst;  // family 0 = any
+  uint8_t dst_prefix = 0;
+  uint8_t protocol = 0;   // 0 = any
+  uint16_t dst_port = 0;  // 0 = any
+};
+
 struct Verdict {
   uint64_t id = 0;
   Action action = Action::kAllow;
   uint32_t inspect_bytes = 0;
   std::string reason;
   CacheScope cache = CacheScope::kFlow;
+  uint32_t cache_ttl_ms = 0;  // with kDestination
 };
 
 }  // namespace tollgate

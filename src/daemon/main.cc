@@ -79,12 +79,13 @@ void RaiseFileLimit() {
 }
 
 std::string CountersLine(const ipc::ServerCounters& c) {
-  char line[512];
+  char line[768];
   std::snprintf(
       line, sizeof(line),
       "accepted=%llu refused=%llu handshakes=%llu version_refused=%llu questions=%llu "
       "verdicts=%llu dns=%llu malformed=%llu oversize=%llu protocol_errors=%llu "
-      "over_limit=%llu handshake_timeouts=%llu filter_reports=%llu reports_ignored=%llu",
+      "over_limit=%llu handshake_timeouts=%llu filter_reports=%llu reports_ignored=%llu "
+      "decided_by_filters=%llu forgets_sent=%llu",
       static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.peers_refused),
       static_cast<unsigned long long>(c.handshakes),
       static_cast<unsigned long long>(c.version_refused),
@@ -96,7 +97,9 @@ std::string CountersLine(const ipc::ServerCounters& c) {
       static_cast<unsigned long long>(c.connections_over_limit),
       static_cast<unsigned long long>(c.handshake_timeouts),
       static_cast<unsigned long long>(c.filter_reports),
-      static_cast<unsigned long long>(c.reports_ignored));
+      static_cast<unsigned long long>(c.reports_ignored),
+      static_cast<unsigned long long>(c.decided_by_filters),
+      static_cast<unsigned long long>(c.forgets_sent));
   return line;
 }
 
@@ -148,6 +151,8 @@ class Daemon {
     size_t n = (*table)->rules().size();
     if (engine_) {
       engine_->Replace(std::move(*table));
+      // Verdicts the filters keep for destinations were made by the old rules.
+      if (server_) server_->ForgetAll();
     } else {
       analysis::EngineOptions options;
       options.inspect_max_bytes = config_.filter.inspect_max_bytes;

@@ -36,6 +36,7 @@
 #include "common/log.h"
 #include "flow/flow_table.h"
 #include "flow/packet.h"
+#include "flow/verdict_cache.h"
 #include "ipc/channel_client.h"
 #include "ipc/event_time.h"
 #include "platform/linux/iptables.h"
@@ -256,6 +257,8 @@ class Filter {
         loop_, identity_, copts, [this](const ipc::Decision& d) { OnDecision(d); });
     // Verdicts for a batch of answers go to the kernel in the same loop turn, in one sendmsg.
     client_->OnReceiveDone([this] { FlushVerdicts(); });
+    // After a rule change the daemon says which kept verdicts no longer hold.
+    client_->OnForget([this](const ForgetSelector& selector) { verdicts_.Forget(selector); });
     StartReports();
 
     if (flags_.no_sandbox) {
@@ -355,8 +358,21 @@ class Filter {
     ctx.uid = p.uid;
     ctx.gid = p.gid;
     std::optional<FlowQuestion> q = table_->OnPacket(*parsed, ref, ctx, now);
-    if (q) client_->Ask(std::move(*q));
+    if (q) AskOrReuse(std::move(*q), now);
     ArmTableTimer();
+  }
+
+  // A new flow whose destination has a reusable verdict is decided here, and the daemon is told
+  // afterwards (for its log); anything else is asked.
+  void AskOrReuse(FlowQuestion q, MonoTime now) {
+    if (config_.filter.reuse_verdicts) {
+      if (std::optional<Action> kept = verdicts_.Find(q, now)) {
+        table_->OnDecision(q.id, *kept, 0, CacheScope::kFlow, now);
+        client_->Decided(q, *kept);
+        return;
+      }
+    }
+    client_->Ask(std::move(q));
   }
 
   void Observe(const flow::ParsedPacket& p) {
@@ -378,7 +394,17 @@ class Filter {
   }
 
   void OnDecision(const ipc::Decision& d) {
-    table_->OnDecision(d.id, d.action, d.inspect_bytes, d.cache, Now());
+    const MonoTime now = Now();
+    CacheScope cache = d.cache;
+    if (cache == CacheScope::kDestination) {
+      // The flow itself is stamped as usual; the verdict is kept for its destination too.
+      cache = CacheScope::kFlow;
+      if (config_.filter.reuse_verdicts && d.source == ipc::DecisionSource::kDaemon &&
+          d.question != nullptr) {
+        verdicts_.Insert(*d.question, d.action, std::chrono::milliseconds(d.cache_ttl_ms), now);
+      }
+    }
+    table_->OnDecision(d.id, d.action, d.inspect_bytes, cache, now);
     ArmFlush();
     ArmTableTimer();
   }
@@ -457,13 +483,14 @@ class Filter {
         "fallbacks=%llu late=%llu allow=%llu pass=%llu deny=%llu drop=%llu reject=%llu "
         "inspect=%llu remembered_hits=%llu overflow=%llu pending=%zu dns_observations=%llu "
         "nfq_lost=%llu nfq_parse_errors=%llu verdict_errors=%llu channel_dropped=%llu "
-        "channel=%s",
+        "reused=%llu reuse_kept=%zu decided_sent=%llu decided_dropped=%llu channel=%s",
         what, ULL(t.packets), ULL(t.new_flows), ULL(t.joined), ULL(t.questions), ULL(c.answered),
         ULL(c.fallbacks()), ULL(c.late_verdicts), ULL(t.released[0]), ULL(t.released[1]),
         ULL(t.released[2]), ULL(t.released[3]), ULL(t.released[4]), ULL(t.released[5]),
         ULL(t.remembered_hits), ULL(t.overflow), table_->pending(), ULL(counters_.dns_observations),
         ULL(q.lost), ULL(q.parse_errors), ULL(q.verdict_errors), ULL(c.messages_dropped),
-        ipc::ChannelStateName(c.state));
+        ULL(verdicts_.counters().hits), verdicts_.size(), ULL(c.decided_sent),
+        ULL(c.decided_dropped), ipc::ChannelStateName(c.state));
   }
   static unsigned long long ULL(uint64_t v) { return static_cast<unsigned long long>(v); }
 
@@ -550,6 +577,7 @@ class Filter {
   ipc::FilterReport last_report_;  // the last one the channel took
   FilterCounters counters_;
   Duration spin_{0};
+  flow::VerdictCache verdicts_;  // reusable verdicts by destination ([filter] reuse_verdicts)
 };
 
 Expected<QueueRange> ParseQueues(const std::string& text) {

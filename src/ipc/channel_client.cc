@@ -84,6 +84,7 @@ class ChannelClient::Receiver final : public ItemVisitor {
     Fail("a daemon may not send DnsObservation");
   }
   void OnFilterReport(const FilterReport&) override { Fail("a daemon may not send FilterReport"); }
+  void OnDecided(const FlowQuestion&, Action) override { Fail("a daemon may not send Decided"); }
 
  private:
   void Fail(std::string why) {
@@ -184,6 +185,9 @@ void ChannelClient::OnWelcome(const Welcome& w) {
               static_cast<unsigned long long>(status_.sessions), pending_.size());
   // Questions asked while connecting, or in flight on a lost connection, go (again) now.
   pending_.ForEachUnsent(session_, [this](const FlowQuestion& q) { QueueQuestion(q); });
+  std::deque<std::pair<FlowQuestion, Action>> decided;
+  decided.swap(unsent_decided_);
+  for (const auto& [q, action] : decided) Decided(q, action);
   SendBatch();
   if (on_connected_) on_connected_();
 }
@@ -195,6 +199,8 @@ void ChannelClient::ConnectFailed(std::string why) {
   CloseSocket();
   // The daemon cannot be reached: nothing waiting for it should wait any longer.
   FallbackAllPending(DecisionSource::kFallbackUnavailable);
+  status_.decided_dropped += unsent_decided_.size();
+  unsent_decided_.clear();
   status_.state = ChannelState::kBackoff;
   // The immediate retry is for a lost session; after a failed attempt, wait at least `initial`.
   if (backoff_.attempt() == 0) (void)backoff_.Next();
@@ -312,6 +318,29 @@ bool ChannelClient::Report(const FilterReport& report) {
   if (batch_.item_count() >= options_.max_batch) SendBatch();
   ArmFlush();
   return true;
+}
+
+void ChannelClient::Decided(const FlowQuestion& question, Action action) {
+  switch (status_.state) {
+    case ChannelState::kConnected:
+      if (status_.daemon_minor < kDestinationCacheMinor || !outbox_.empty()) break;
+      if (!batch_.WouldFit(MessageBuilder::EstimateQuestionBytes(question) + 16)) SendBatch();
+      batch_.AddDecided(question, action);
+      ++status_.decided_sent;
+      if (batch_.item_count() >= options_.max_batch) SendBatch();
+      ArmFlush();
+      return;
+    case ChannelState::kIdle:
+    case ChannelState::kConnecting:
+      if (unsent_decided_.size() >= kMaxUnsentDecided) break;
+      unsent_decided_.emplace_back(question, action);
+      if (status_.state == ChannelState::kIdle) Connect();
+      return;
+    case ChannelState::kBackoff:
+    case ChannelState::kStopped:
+      break;
+  }
+  ++status_.decided_dropped;
 }
 
 void ChannelClient::QueueQuestion(const FlowQuestion& q) {
@@ -460,7 +489,8 @@ void ChannelClient::OnVerdict(const Verdict& v) {
     return;
   }
   ++status_.answered;
-  Decision d{v.id, v.action, v.inspect_bytes, v.cache, v.reason, DecisionSource::kDaemon};
+  Decision d{v.id,           v.action, v.inspect_bytes, v.cache, v.reason, DecisionSource::kDaemon,
+             v.cache_ttl_ms, &*q};
   on_decision_(d);
 }
 

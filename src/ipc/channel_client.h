@@ -69,6 +69,8 @@ struct Decision {
   CacheScope cache = CacheScope::kFlow;
   std::string_view reason;  // valid during the handler call only
   DecisionSource source = DecisionSource::kDaemon;
+  uint32_t cache_ttl_ms = 0;               // with CacheScope::kDestination
+  const FlowQuestion* question = nullptr;  // what was asked; valid during the handler call only
 };
 
 struct ClientStatus {
@@ -89,6 +91,8 @@ struct ClientStatus {
   uint64_t protocol_errors = 0;
   uint64_t reports_sent = 0;
   uint64_t reports_skipped = 0;  // not connected, a 1.0 daemon, or the daemon not reading
+  uint64_t decided_sent = 0;     // Decided notices sent
+  uint64_t decided_dropped = 0;  // Decided notices the daemon could not be given
   uint32_t reconnect_attempt = 0;
   std::string last_error;
   std::string daemon_build;
@@ -128,6 +132,12 @@ class ChannelClient {
   // item (protocol minor >= 1) and is taking our messages; otherwise skipped (counted) and the
   // next report carries the newer totals anyway. Returns whether it was sent.
   bool Report(const FilterReport& report);
+  // A flow the caller decided itself from a destination-scoped verdict, for the daemon's log.
+  // Sent with the next batch when connected to a daemon of protocol 1.2 or later; while idle it
+  // connects (as a question would) and up to kMaxUnsentDecided wait for the Welcome; dropped
+  // (counted in decided_dropped) when the daemon is unreachable, older, or not reading.
+  void Decided(const FlowQuestion& question, Action action);
+  static constexpr size_t kMaxUnsentDecided = 4096;
   // Sends what is batched now instead of at the end of this loop iteration.
   void Flush();
   // Reads the daemon's answers without sleeping, for at most `budget` or until nothing is
@@ -184,6 +194,7 @@ class ChannelClient {
   std::function<void()> on_connected_;
   ClientStatus status_;
   PendingQuestions pending_;
+  std::deque<std::pair<FlowQuestion, Action>> unsent_decided_;  // waiting for a Welcome
   Backoff backoff_;
   UniqueFd fd_;
   sd_event_source* io_source_ = nullptr;

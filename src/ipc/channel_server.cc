@@ -39,6 +39,7 @@ struct ChannelServer::Connection {
   PeerFacts peer;
   State state = State::kAwaitHello;
   Role role = Role::kUnknown;
+  uint16_t minor = 0;                       // the peer's protocol minor version, from its Hello
   std::deque<std::vector<uint8_t>> outbox;  // replies the peer has not taken yet
   uint32_t events = EPOLLIN;
   std::chrono::system_clock::time_point connected_since = std::chrono::system_clock::now();
@@ -108,6 +109,7 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     }
     c_.state = Connection::State::kReady;
     c_.role = hello.role;
+    c_.minor = hello.minor;
     ++s_.counters_.handshakes;
     sd_event_source_disable_unref(c_.hello_timer);
     c_.hello_timer = nullptr;
@@ -132,6 +134,13 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     ++c_.questions;
     Verdict v = s_.analyzer_.Decide(q);
     v.id = q.id;  // the analyzer cannot answer a different question than it was asked
+    // Only a filter of 1.2 or later knows the destination scope (and reports what it decides
+    // from it); to anyone else such a verdict is an ordinary one.
+    if (v.cache == CacheScope::kDestination &&
+        (c_.role != Role::kFilter || c_.minor < kDestinationCacheMinor)) {
+      v.cache = CacheScope::kFlow;
+      v.cache_ttl_ms = 0;
+    }
     if (LogEnabled(LogLevel::kDebug)) {
       TG_LOG_DEBUG("%s %s:%u -> %s:%u uid %u: %s", ProtocolName(q.tuple.protocol).c_str(),
                    q.tuple.src.ToString().c_str(), q.tuple.src_port, q.tuple.dst.ToString().c_str(),
@@ -169,6 +178,16 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     c_.report = report;
     c_.reported_at = std::chrono::system_clock::now();
     c_.reported_mono = s_.Now();
+  }
+
+  void OnDecided(const FlowQuestion& q, Action action) override {
+    if (!Ready("Decided")) return;
+    if (c_.role != Role::kFilter) {
+      ++s_.counters_.reports_ignored;
+      return;
+    }
+    ++s_.counters_.decided_by_filters;
+    s_.analyzer_.ObserveDecided(q, action);
   }
 
   // Items only the daemon sends.
@@ -500,6 +519,22 @@ void ChannelServer::Close(Connection& c, const char* why) {
   sd_event_source_disable_unref(c.hello_timer);
   c.hello_timer = nullptr;
   connections_.erase(c.fd.get());  // destroys c and closes its socket
+}
+
+void ChannelServer::ForgetAll() {
+  std::vector<Connection*> filters;
+  for (auto& [fd, c] : connections_) {
+    if (c->role == Role::kFilter && c->minor >= kDestinationCacheMinor) filters.push_back(c.get());
+  }
+  for (Connection* c : filters) {
+    reply_.Reset();
+    ForgetSelector all;
+    all.all = true;
+    reply_.AddForget(all);
+    ++counters_.forgets_sent;
+    Send(*c, reply_.Finish());  // may close c; nothing else is touched after
+    reply_.Reset();
+  }
 }
 
 bool ChannelServer::ListenBacklogHasClient() const {

@@ -64,6 +64,8 @@ struct ServerCounters {
   uint64_t connections_closed = 0;
   uint64_t connections_over_limit = 0;
   uint64_t handshake_timeouts = 0;  // closed for sending no Hello within handshake_timeout
+  uint64_t decided_by_filters = 0;  // flows filters decided from destination-scoped verdicts
+  uint64_t forgets_sent = 0;        // Forget{all} to filters, one per filter per rule change
   uint64_t send_errors = 0;
 };
 
@@ -110,6 +112,9 @@ class ChannelServer {
   // socket, so a client that connects after this waits in its backlog for our successor.
   void Shutdown(std::string_view reason);
 
+  // After a rule change: every filter connection (1.2 or later) is told to forget the verdicts
+  // it keeps for destinations (Forget{all}); they were decided by rules no longer in force.
+  void ForgetAll();
   // Called once when idle_exit has passed with nothing to do; the owner then exits its loop.
   void OnIdle(std::function<void()> callback) { on_idle_ = std::move(callback); }
 

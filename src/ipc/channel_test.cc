@@ -35,12 +35,17 @@ class PortAnalyzer final : public analysis::Analyzer {
       decided_before_first_23 = decided - 1;
     Verdict v;
     v.action = q.tuple.dst_port == 23 ? Action::kDeny : Action::kAllow;
+    v.cache = scope;
+    v.cache_ttl_ms = scope == CacheScope::kDestination ? 1000 : 0;
     v.reason = v.action == Action::kDeny ? "deny: rule \"no-telnet\"" : "allow: rule \"rest\"";
     return v;
   }
   void ObserveDns(const uint8_t*, size_t size) override { dns_bytes += size; }
   int decided = 0;
-  int decided_before_first_23 = -1;  // questions decided before the first one for port 23
+  int decided_before_first_23 = -1;      // questions decided before the first one for port 23
+  CacheScope scope = CacheScope::kFlow;  // what every verdict says
+  std::vector<std::pair<FlowQuestion, Action>> reused;
+  void ObserveDecided(const FlowQuestion& q, Action a) override { reused.emplace_back(q, a); }
   size_t dns_bytes = 0;
 };
 
@@ -417,6 +422,41 @@ TEST_F(ChannelTest, FilterConnectionsAreServedBeforeOtherPeersBacklog) {
   // The filter's question is the first the daemon decides after the burst was queued: its
   // connection is dispatched before the probe's, which waits with `queued` messages.
   EXPECT_EQ(analyzer_.decided_before_first_23 - before, 0);
+}
+
+// A verdict reusable for its destination goes as such only to a filter of 1.2 or later; anyone
+// else gets an ordinary one. Decided notices reach the analyzer from a filter only.
+TEST_F(ChannelTest, DestinationScopeOnlyForFiltersThatKnowIt) {
+  analyzer_.scope = CacheScope::kDestination;
+  StartServer();
+  struct : ItemVisitor {
+    std::vector<Verdict> verdicts;
+    void OnVerdict(const Verdict& v) override { verdicts.push_back(v); }
+  } seen;
+  auto ask = [&](Role role, uint16_t minor) {
+    UniqueFd peer = RawConnect();
+    MessageBuilder b;
+    b.AddHello(Hello{kProtocolMajor, minor, role, "test"});
+    b.AddQuestion(Question(80));
+    b.AddDecided(Question(80), Action::kAllow);
+    auto m = b.Finish();
+    EXPECT_GT(::send(peer.get(), m.data(), m.size(), 0), 0);
+    std::vector<uint8_t> buf(kMaxMessageBytes);
+    seen.verdicts.clear();
+    EXPECT_TRUE(RunUntil([&] {
+      ssize_t n = ::recv(peer.get(), buf.data(), buf.size(), MSG_DONTWAIT);
+      if (n > 0) {
+        EXPECT_TRUE(DecodeMessage({buf.data(), static_cast<size_t>(n)}, seen));
+      }
+      return !seen.verdicts.empty();
+    }));
+    return seen.verdicts.empty() ? CacheScope::kNone : seen.verdicts[0].cache;
+  };
+  EXPECT_EQ(ask(Role::kFilter, kDestinationCacheMinor), CacheScope::kDestination);
+  EXPECT_EQ(ask(Role::kFilter, kDestinationCacheMinor - 1), CacheScope::kFlow);
+  EXPECT_EQ(ask(Role::kProbe, kDestinationCacheMinor), CacheScope::kFlow);
+  EXPECT_EQ(analyzer_.reused.size(), 2u) << "both filters' notices; the probe's is ignored";
+  EXPECT_EQ(server_->counters().decided_by_filters, 2u);
 }
 
 TEST_F(ChannelTest, OtherMajorVersionIsRefusedWithReason) {

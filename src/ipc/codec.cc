@@ -55,6 +55,35 @@ std::string_view View(const flatbuffers::String* s) {
 
 Status Malformed(std::string what) { return Unexpected(ErrorCode::kMalformed, std::move(what)); }
 
+Status CheckQuestion(const w::FlowQuestion* q) {
+  if (q->family() != 4 && q->family() != 6) return Malformed("question: family must be 4 or 6");
+  if (q->src() == nullptr || q->dst() == nullptr) return Malformed("question: address missing");
+  if (static_cast<uint8_t>(q->direction()) > static_cast<uint8_t>(w::Direction::MAX))
+    return Malformed("question: unknown direction");
+  if (q->payload() && q->payload()->size() > kMaxPayloadBytes)
+    return Malformed("question: payload over " + std::to_string(kMaxPayloadBytes) + " bytes");
+  return {};
+}
+
+// Into `question`, reusing its payload buffer. `q` has passed CheckQuestion.
+void ReadQuestion(const w::FlowQuestion* q, FlowQuestion& question) {
+  question.id = q->id();
+  question.tuple.src = FromWire(q->src(), q->family());
+  question.tuple.dst = FromWire(q->dst(), q->family());
+  question.tuple.src_port = q->src_port();
+  question.tuple.dst_port = q->dst_port();
+  question.tuple.protocol = q->protocol();
+  question.direction = static_cast<Direction>(q->direction());
+  question.iface = q->iface();
+  question.uid = q->uid();
+  question.gid = q->gid();
+  if (q->payload() != nullptr) {
+    question.payload.assign(q->payload()->begin(), q->payload()->end());
+  } else {
+    question.payload.clear();
+  }
+}
+
 // Bounds the FlatBuffers Verifier cannot know: enum ranges, families, sizes.
 Status CheckItem(w::Item type, const void* item) {
   switch (type) {
@@ -87,15 +116,15 @@ Status CheckItem(w::Item type, const void* item) {
         return Malformed("goodbye: reason too long");
       return {};
     }
-    case w::Item::FlowQuestion: {
-      auto* q = static_cast<const w::FlowQuestion*>(item);
-      if (q->family() != 4 && q->family() != 6) return Malformed("question: family must be 4 or 6");
-      if (q->src() == nullptr || q->dst() == nullptr) return Malformed("question: address missing");
-      if (static_cast<uint8_t>(q->direction()) > static_cast<uint8_t>(w::Direction::MAX))
-        return Malformed("question: unknown direction");
-      if (q->payload() && q->payload()->size() > kMaxPayloadBytes)
-        return Malformed("question: payload over " + std::to_string(kMaxPayloadBytes) + " bytes");
-      return {};
+    case w::Item::FlowQuestion:
+      return CheckQuestion(static_cast<const w::FlowQuestion*>(item));
+    case w::Item::Decided: {
+      auto* d = static_cast<const w::Decided*>(item);
+      if (d->question() == nullptr) return Malformed("decided: no question");
+      if (static_cast<uint8_t>(d->action()) > static_cast<uint8_t>(w::Action::MAX) ||
+          d->action() == w::Action::Inspect)
+        return Malformed("decided: action must be allow, deny or reject");
+      return CheckQuestion(d->question());
     }
     case w::Item::Verdict: {
       auto* v = static_cast<const w::Verdict*>(item);
@@ -189,24 +218,14 @@ Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor) {
         visitor.OnGoodbye(
             Goodbye{std::string(View(static_cast<const w::Goodbye*>(item)->reason()))});
         break;
-      case w::Item::FlowQuestion: {
-        auto* q = static_cast<const w::FlowQuestion*>(item);
-        question.id = q->id();
-        question.tuple.src = FromWire(q->src(), q->family());
-        question.tuple.dst = FromWire(q->dst(), q->family());
-        question.tuple.src_port = q->src_port();
-        question.tuple.dst_port = q->dst_port();
-        question.tuple.protocol = q->protocol();
-        question.direction = static_cast<Direction>(q->direction());
-        question.iface = q->iface();
-        question.uid = q->uid();
-        question.gid = q->gid();
-        if (q->payload() != nullptr) {
-          question.payload.assign(q->payload()->begin(), q->payload()->end());
-        } else {
-          question.payload.clear();
-        }
+      case w::Item::FlowQuestion:
+        ReadQuestion(static_cast<const w::FlowQuestion*>(item), question);
         visitor.OnQuestion(question);
+        break;
+      case w::Item::Decided: {
+        auto* d = static_cast<const w::Decided*>(item);
+        ReadQuestion(d->question(), question);
+        visitor.OnDecided(question, static_cast<Action>(d->action()));
         break;
       }
       case w::Item::Verdict: {
@@ -216,6 +235,7 @@ Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor) {
         verdict.inspect_bytes = v->inspect_bytes();
         verdict.reason.assign(View(v->reason()));
         verdict.cache = static_cast<CacheScope>(v->cache());
+        verdict.cache_ttl_ms = v->cache_ttl_ms();
         visitor.OnVerdict(verdict);
         break;
       }
@@ -327,6 +347,18 @@ void MessageBuilder::AddGoodbye(std::string_view reason) {
 
 void MessageBuilder::AddQuestion(const FlowQuestion& q) {
   if (finished_) Reset();
+  Push(static_cast<uint8_t>(w::Item::FlowQuestion), BuildQuestion(q));
+}
+
+void MessageBuilder::AddDecided(const FlowQuestion& q, Action action) {
+  if (finished_) Reset();
+  TG_CHECK(action != Action::kInspect);
+  auto question = flatbuffers::Offset<w::FlowQuestion>(BuildQuestion(q));
+  Push(static_cast<uint8_t>(w::Item::Decided),
+       w::CreateDecided(*fbb_, question, static_cast<w::Action>(action)).o);
+}
+
+uint32_t MessageBuilder::BuildQuestion(const FlowQuestion& q) {
   TG_CHECK(q.payload.size() <= kMaxPayloadBytes);
   flatbuffers::Offset<flatbuffers::Vector<uint8_t>> payload;
   if (!q.payload.empty()) payload = fbb_->CreateVector(q.payload);
@@ -345,14 +377,14 @@ void MessageBuilder::AddQuestion(const FlowQuestion& q) {
   b.add_family(q.tuple.src.family);
   b.add_protocol(q.tuple.protocol);
   b.add_direction(static_cast<w::Direction>(q.direction));
-  Push(static_cast<uint8_t>(w::Item::FlowQuestion), b.Finish().o);
+  return b.Finish().o;
 }
 
 void MessageBuilder::AddVerdict(const Verdict& v) {
   if (finished_) Reset();
   auto reason = fbb_->CreateString(std::string_view(v.reason).substr(0, kMaxReasonBytes));
   auto off = w::CreateVerdict(*fbb_, v.id, static_cast<w::Action>(v.action), v.inspect_bytes,
-                              reason, static_cast<w::CacheScope>(v.cache));
+                              reason, static_cast<w::CacheScope>(v.cache), v.cache_ttl_ms);
   Push(static_cast<uint8_t>(w::Item::Verdict), off.o);
 }
 

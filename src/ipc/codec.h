@@ -21,9 +21,11 @@ class FlatBufferBuilder;
 namespace tollgate::ipc {
 
 inline constexpr uint16_t kProtocolMajor = 1;
-inline constexpr uint16_t kProtocolMinor = 1;
+inline constexpr uint16_t kProtocolMinor = 2;
 // The first minor version with FilterReport: never sent to a daemon that announced less.
 inline constexpr uint16_t kFilterReportMinor = 1;
+// The first with CacheScope Destination (daemon to filter) and Decided (filter to daemon).
+inline constexpr uint16_t kDestinationCacheMinor = 2;
 // One SEQPACKET datagram. Large enough for a batch of 64 questions that each carry an inspection
 // payload of a few hundred bytes; the builder starts a new message before crossing it.
 inline constexpr size_t kMaxMessageBytes = 64 * 1024;
@@ -61,13 +63,7 @@ struct Goodbye {
   std::string reason;
 };
 
-struct ForgetSelector {
-  bool all = false;
-  IpAddress dst;  // family 0 = any
-  uint8_t dst_prefix = 0;
-  uint8_t protocol = 0;   // 0 = any
-  uint16_t dst_port = 0;  // 0 = any
-};
+using ForgetSelector = ::tollgate::ForgetSelector;  // common/flow.h
 
 // The filter's own counters (proto/tollgate.fbs FilterReport): totals since it started, except
 // pending, max_pending and the queue range. Fixed size, so the daemon keeps one per connection.
@@ -114,6 +110,10 @@ class ItemVisitor {
   virtual void OnPing(uint64_t token) { (void)token; }
   virtual void OnPong(uint64_t token) { (void)token; }
   virtual void OnFilterReport(const FilterReport&) {}
+  virtual void OnDecided(const FlowQuestion& question, Action action) {
+    (void)question;
+    (void)action;
+  }
 };
 
 // Verifies `bytes` and calls the visitor for each item. Any failure (too large, not a verifiable
@@ -141,6 +141,7 @@ class MessageBuilder {
   void AddPing(uint64_t token);
   void AddPong(uint64_t token);
   void AddFilterReport(const FilterReport& report);
+  void AddDecided(const FlowQuestion& question, Action action);
 
   size_t item_count() const { return types_.size(); }
   bool empty() const { return types_.empty(); }
@@ -154,6 +155,7 @@ class MessageBuilder {
   void Reset();
 
  private:
+  uint32_t BuildQuestion(const FlowQuestion& q);  // the offset of a FlowQuestion table
   void Push(uint8_t type, uint32_t offset);
 
   std::unique_ptr<flatbuffers::FlatBufferBuilder> fbb_;

@@ -37,10 +37,12 @@ struct Recorder : ItemVisitor {
   void OnPing(uint64_t t) override { pings.push_back(t); }
   void OnPong(uint64_t t) override { pongs.push_back(t); }
   void OnFilterReport(const FilterReport& f) override { reports.push_back(f); }
+  void OnDecided(const FlowQuestion& q, Action a) override { decided.emplace_back(q, a); }
+  std::vector<std::pair<FlowQuestion, Action>> decided;
   size_t total() const {
     return hellos.size() + welcomes.size() + refused.size() + goodbyes.size() + questions.size() +
            verdicts.size() + dns.size() + forgets.size() + pings.size() + pongs.size() +
-           reports.size();
+           reports.size() + decided.size();
   }
 };
 
@@ -160,6 +162,59 @@ TEST(CodecTest, FilterReportRoundTripsEveryField) {
   EXPECT_EQ(r.reports[0], SampleReport());
   EXPECT_EQ(r.reports[0].fallbacks(), 15u);
   EXPECT_EQ(r.reports[1], zero);
+}
+
+// (1.2) A verdict reusable for its destination, and the filter's account of a flow it decided
+// from one.
+TEST(CodecTest, DestinationScopeAndDecidedRoundTrip) {
+  MessageBuilder b;
+  Verdict v;
+  v.id = 5;
+  v.action = Action::kReject;
+  v.reason = "reject: rule \"x\"";
+  v.cache = CacheScope::kDestination;
+  v.cache_ttl_ms = 60'000;
+  b.AddVerdict(v);
+  FlowQuestion q = SampleQuestion(6, true);
+  q.payload.clear();
+  b.AddDecided(q, Action::kDeny);
+  auto bytes = Copy(b.Finish());
+  Recorder r;
+  ASSERT_TRUE(DecodeMessage(bytes, r));
+  ASSERT_EQ(r.verdicts.size(), 1u);
+  EXPECT_EQ(r.verdicts[0].cache, CacheScope::kDestination);
+  EXPECT_EQ(r.verdicts[0].cache_ttl_ms, 60'000u);
+  ASSERT_EQ(r.decided.size(), 1u);
+  EXPECT_EQ(r.decided[0].second, Action::kDeny);
+  EXPECT_EQ(r.decided[0].first.id, 6u);
+  EXPECT_EQ(r.decided[0].first.tuple, q.tuple);
+  EXPECT_EQ(r.decided[0].first.direction, q.direction);
+  EXPECT_EQ(r.decided[0].first.uid, q.uid);
+}
+
+TEST(CodecTest, DecidedInspectOrWithoutQuestionIsRejected) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto bad = wire::CreateDecided(fbb, 0, wire::Action::Allow);  // no question
+  std::vector<wire::Item> types{wire::Item::Decided};
+  std::vector<flatbuffers::Offset<void>> items{bad.Union()};
+  wire::FinishMessageBuffer(
+      fbb, wire::CreateMessage(fbb, fbb.CreateVector(types), fbb.CreateVector(items)));
+  Recorder r;
+  Status s = DecodeMessage(std::span(fbb.GetBufferPointer(), fbb.GetSize()), r);
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.error().message, HasSubstr("decided: no question"));
+
+  flatbuffers::FlatBufferBuilder fbb2;
+  auto src = wire::Ip(), dst = wire::Ip();
+  auto question = wire::CreateFlowQuestion(fbb2, 1, 4, 6, &src, &dst);
+  auto inspect = wire::CreateDecided(fbb2, question, wire::Action::Inspect);
+  std::vector<flatbuffers::Offset<void>> items2{inspect.Union()};
+  wire::FinishMessageBuffer(
+      fbb2, wire::CreateMessage(fbb2, fbb2.CreateVector(types), fbb2.CreateVector(items2)));
+  s = DecodeMessage(std::span(fbb2.GetBufferPointer(), fbb2.GetSize()), r);
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.error().message, HasSubstr("allow, deny or reject"));
+  EXPECT_EQ(r.total(), 0u);
 }
 
 TEST(CodecTest, FilterReportWithoutFieldsReadsAsZeros) {

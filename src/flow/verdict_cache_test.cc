@@ -1,0 +1,120 @@
+#include "flow/verdict_cache.h"
+
+#include <gtest/gtest.h>
+
+namespace tollgate::flow {
+namespace {
+
+using std::chrono::seconds;
+
+FlowQuestion Outbound(uint8_t last_octet, uint16_t src_port, uint16_t dst_port,
+                      uint32_t uid = 1000) {
+  FlowQuestion q;
+  q.tuple.src = IpAddress::V4(127, 0, 0, 1);
+  q.tuple.dst = IpAddress::V4(10, 0, 0, last_octet);
+  q.tuple.src_port = src_port;
+  q.tuple.dst_port = dst_port;
+  q.tuple.protocol = ipproto::kTcp;
+  q.direction = Direction::kOutbound;
+  q.uid = uid;
+  return q;
+}
+
+class VerdictCacheTest : public ::testing::Test {
+ protected:
+  MonoTime t0_{seconds(100)};
+  VerdictCache cache_{8, FlowKeyHash(1, 2)};
+};
+
+TEST_F(VerdictCacheTest, ANewFlowToTheSameDestinationReusesTheVerdict) {
+  cache_.Insert(Outbound(1, 40000, 443), Action::kReject, seconds(60), t0_);
+  EXPECT_EQ(cache_.Find(Outbound(1, 40001, 443), t0_ + seconds(1)), Action::kReject)
+      << "another source port is the same destination";
+  EXPECT_EQ(cache_.counters().hits, 1u);
+}
+
+TEST_F(VerdictCacheTest, EveryOtherPartOfTheKeyMisses) {
+  cache_.Insert(Outbound(1, 40000, 443), Action::kAllow, seconds(60), t0_);
+  EXPECT_FALSE(cache_.Find(Outbound(2, 40000, 443), t0_)) << "other remote address";
+  EXPECT_FALSE(cache_.Find(Outbound(1, 40000, 80), t0_)) << "other destination port";
+  EXPECT_FALSE(cache_.Find(Outbound(1, 40000, 443, 1001), t0_)) << "other uid";
+  FlowQuestion udp = Outbound(1, 40000, 443);
+  udp.tuple.protocol = ipproto::kUdp;
+  EXPECT_FALSE(cache_.Find(udp, t0_)) << "other protocol";
+  // Inbound from 10.0.0.1 to local port 443: the remote is the source, and the direction differs.
+  FlowQuestion in = Outbound(1, 40000, 443);
+  std::swap(in.tuple.src, in.tuple.dst);
+  in.direction = Direction::kInbound;
+  EXPECT_FALSE(cache_.Find(in, t0_)) << "other direction";
+  FlowQuestion inspected = Outbound(1, 40000, 443);
+  inspected.payload = {0x16, 0x03, 0x01};
+  EXPECT_FALSE(cache_.Find(inspected, t0_)) << "a question with payload was asked for a reason";
+  EXPECT_EQ(cache_.counters().hits, 0u);
+}
+
+TEST_F(VerdictCacheTest, InboundIsKeyedByTheRemoteSource) {
+  FlowQuestion in = Outbound(1, 40000, 22);
+  std::swap(in.tuple.src, in.tuple.dst);  // 10.0.0.1 -> 127.0.0.1:22
+  in.direction = Direction::kInbound;
+  cache_.Insert(in, Action::kDeny, seconds(60), t0_);
+  FlowQuestion again = in;
+  again.tuple.src_port = 50000;
+  EXPECT_EQ(cache_.Find(again, t0_), Action::kDeny);
+}
+
+TEST_F(VerdictCacheTest, ExpiresAfterItsTtl) {
+  cache_.Insert(Outbound(1, 1, 443), Action::kAllow, seconds(5), t0_);
+  EXPECT_TRUE(cache_.Find(Outbound(1, 2, 443), t0_ + seconds(4)));
+  EXPECT_FALSE(cache_.Find(Outbound(1, 3, 443), t0_ + seconds(5)));
+  EXPECT_EQ(cache_.size(), 0u);
+  EXPECT_EQ(cache_.counters().expired, 1u);
+}
+
+TEST_F(VerdictCacheTest, InspectAndZeroTtlAreNeverKept) {
+  cache_.Insert(Outbound(1, 1, 443), Action::kInspect, seconds(5), t0_);
+  cache_.Insert(Outbound(2, 1, 443), Action::kAllow, seconds(0), t0_);
+  EXPECT_EQ(cache_.size(), 0u);
+}
+
+TEST_F(VerdictCacheTest, BoundedTheOldestGoesFirst) {
+  for (uint8_t i = 1; i <= 8; ++i)
+    cache_.Insert(Outbound(i, 1, 443), Action::kAllow, seconds(60), t0_);
+  cache_.Insert(Outbound(9, 1, 443), Action::kAllow, seconds(60), t0_);
+  EXPECT_EQ(cache_.size(), 8u);
+  EXPECT_EQ(cache_.counters().evicted, 1u);
+  EXPECT_FALSE(cache_.Find(Outbound(1, 2, 443), t0_)) << "the oldest was evicted";
+  EXPECT_TRUE(cache_.Find(Outbound(9, 2, 443), t0_));
+  // Re-inserting one key many times never grows the cache or its order past the bound.
+  for (int i = 0; i < 1000; ++i)
+    cache_.Insert(Outbound(9, 1, 443), Action::kDeny, seconds(60), t0_);
+  EXPECT_EQ(cache_.size(), 8u);
+  EXPECT_EQ(cache_.Find(Outbound(9, 2, 443), t0_), Action::kDeny) << "the newest verdict wins";
+}
+
+TEST_F(VerdictCacheTest, ForgetAllOrBySelector) {
+  cache_.Insert(Outbound(1, 1, 443), Action::kAllow, seconds(60), t0_);
+  cache_.Insert(Outbound(2, 1, 443), Action::kAllow, seconds(60), t0_);
+  cache_.Insert(Outbound(2, 1, 80), Action::kAllow, seconds(60), t0_);
+  ForgetSelector by_address;
+  by_address.dst = IpAddress::V4(10, 0, 0, 2);
+  by_address.dst_prefix = 32;
+  by_address.dst_port = 443;
+  cache_.Forget(by_address);
+  EXPECT_TRUE(cache_.Find(Outbound(1, 2, 443), t0_));
+  EXPECT_FALSE(cache_.Find(Outbound(2, 2, 443), t0_));
+  EXPECT_TRUE(cache_.Find(Outbound(2, 2, 80), t0_)) << "other port kept";
+  ForgetSelector prefix;
+  prefix.dst = IpAddress::V4(10, 0, 0, 0);
+  prefix.dst_prefix = 24;
+  cache_.Forget(prefix);
+  EXPECT_EQ(cache_.size(), 0u);
+  cache_.Insert(Outbound(3, 1, 443), Action::kAllow, seconds(60), t0_);
+  ForgetSelector all;
+  all.all = true;
+  cache_.Forget(all);
+  EXPECT_EQ(cache_.size(), 0u);
+  EXPECT_EQ(cache_.counters().forgotten, 4u);
+}
+
+}  // namespace
+}  // namespace tollgate::flow

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue 3: with [filter] reuse_verdicts, a verdict the daemon marked reusable for its destination
+# decides the next new flows to that destination in the filter, without a question; each is
+# reported to the daemon afterwards; a rule change makes the filter forget what it kept.
+#   - rules: tcp/8080 allowed, tcp/2323 rejected (port-only rules: nothing but the tuple is used);
+#   - 5 connections to each: the first of each is asked (answered 2), the other 8 are reused;
+#     every 8080 one connects and every 2323 one is refused, exactly as the daemon decided;
+#   - the daemon counts the 8 as decided by the filter (decided_by_filters);
+#   - the rules change (SIGHUP: 8080 rejected now): the daemon sends Forget, the filter drops what
+#     it kept, and the next 8080 connection is asked again and refused;
+#   - a rule that needs the process (exe) is never reused: every such flow is asked.
+# shellcheck source=tests/integration/filter_lib.sh
+source "$(dirname "$0")/filter_lib.sh"
+
+write_config
+printf '[filter]\nreuse_verdicts = true\n' >>"$CONFIG"
+add_rule reject-2323 reject tcp port=2323
+tcp_echo_server 8080 2323 2424
+start_daemon_by_hand "$W/tollgated.log"
+start_filter "$W/filter.log" --fallback fail_closed --deadline-ms 2000
+must "the filter is connected to the daemon" wait_filter_session 1
+
+filter_counters
+c0=$COUNTERS
+d() { echo $(($(counter "$1" "$COUNTERS") - $(counter "$1" "$c0"))); }
+outcomes=()
+for port in 8080 2323; do
+  for _ in 1 2 3 4 5; do
+    tcp_outcome 127.0.0.1 "$port"
+    outcomes+=("$port:$OUTCOME")
+  done
+done
+check_eq "every 8080 connection echoed, every 2323 one refused" \
+  "8080:echoed 8080:echoed 8080:echoed 8080:echoed 8080:echoed 2323:refused 2323:refused 2323:refused 2323:refused 2323:refused" \
+  "${outcomes[*]}"
+filter_counters
+check_eq "filter: 10 new flows, 2 asked and answered, 8 decided from kept verdicts" "10 2 8" \
+  "$(d questions) $(d answered) $(d reused)"
+check_eq "filter: no fallback, and 2 verdicts kept" "0 2" "$(d fallbacks) $(counter reuse_kept)"
+check_eq "filter: the 8 reused flows were reported to the daemon" "8 0" \
+  "$(d decided_sent) $(d decided_dropped)"
+
+# The rules change: 8080 is rejected now.
+add_rule reject-8080 reject tcp port=8080
+kill -HUP "$DAEMON_PID"
+must "the daemon reloaded its rules" wait_until 5000 log_has "$W/tollgated.log" '2 rules in force'
+must "the filter forgot what it kept" wait_until 5000 eval \
+  'filter_counters; [[ $(counter reuse_kept) == 0 ]]'
+c1=$COUNTERS
+tcp_outcome 127.0.0.1 8080
+check_eq "after the change 8080 is refused" refused "$OUTCOME"
+filter_counters
+check_eq "that flow was asked again, not reused" "1 1 0" \
+  "$(($(counter questions) - $(counter questions "$c1"))) \
+$(($(counter answered) - $(counter answered "$c1"))) $(($(counter reused) - $(counter reused "$c1")))"
+
+# A rule that needs the process: the decision used more than the tuple, so nothing is kept.
+add_rule socat-2424 allow tcp port=2424 'exe="/usr/bin/socat"'
+kill -HUP "$DAEMON_PID"
+must "the daemon reloaded its rules again" wait_until 5000 log_has "$W/tollgated.log" '3 rules in force'
+sleep 0.2
+filter_counters
+c2=$COUNTERS
+for _ in 1 2 3; do tcp_outcome 127.0.0.1 2424; done
+filter_counters
+check_eq "process-dependent decisions are never reused: 3 flows, 3 asked" "3 3 0" \
+  "$(($(counter questions) - $(counter questions "$c2"))) \
+$(($(counter answered) - $(counter answered "$c2"))) $(($(counter reused) - $(counter reused "$c2")))"
+
+stop_daemon "$DAEMON_PID" "$W/tollgated.log"
+check_eq "daemon: 8 flows decided by the filter, a Forget per rule change" "8 2" \
+  "$(exit_counter "$W/tollgated.log" decided_by_filters) $(exit_counter "$W/tollgated.log" forgets_sent)"
+kill_filter TERM 5000
