@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/bench connect: the cost of a new loopback TCP connection, in a fresh network namespace,
-# three ways in one run: no filter, a minimal accept-all NFQUEUE reader (the floor), and Tollgate
-# (filter + daemon, allow rule). Prints one JSON object. Needs root. Loopback only.
+# four ways in one run: no filter, a minimal accept-all NFQUEUE reader (the floor), Tollgate
+# (filter + daemon, allow rule: every new flow asked), and Tollgate with [filter] reuse_verdicts
+# (the port-only allow reused for the destination after the first flow). Prints one JSON object.
+# Needs root. Loopback only.
 set -euo pipefail
 b=$(cd "${1:?usage: connect_bench.sh BUILD_DIR}" && pwd)
 count=${TOLLGATE_BENCH_CONNECTIONS:-3000}
@@ -30,6 +32,7 @@ json_field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 
 # 1. No filter.
 none=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
+none_rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
 
 # 2. The floor: every SYN through an accept-all NFQUEUE reader.
 in_ns iptables -t mangle -A OUTPUT -p tcp --syn -j NFQUEUE --queue-num 7
@@ -38,6 +41,7 @@ floor_pid=$!
 pids+=($floor_pid)
 sleep 0.3
 floor=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
+floor_rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
 kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
 in_ns iptables -t mangle -D OUTPUT -p tcp --syn -j NFQUEUE --queue-num 7
 
@@ -51,6 +55,8 @@ runtime_dir = "$dir/run"
 rules_dir = "$dir/rules.d"
 default_action = "deny"
 log_level = "warning"
+# Every decision logged, as in a real deployment, but in the bench's temp dir, not the host's.
+flow_log = "$dir/flows.db"
 [filter]
 fallback = "fail_closed"
 ${TOLLGATE_BENCH_REPLY_SPIN_US:+reply_spin_us = $TOLLGATE_BENCH_REPLY_SPIN_US}
@@ -75,10 +81,30 @@ tollgate=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
 rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
 kill -TERM "$filter_pid"; wait "$filter_pid" 2>/dev/null || true
 
+# 4. The same with [filter] reuse_verdicts: after the first connection, the port-only allow is
+# reused for the destination by the filter (each flow is still reported to the daemon).
+sed 's/^\[filter\]$/[filter]\nreuse_verdicts = true/' "$dir/tollgate.toml" >"$dir/reuse.toml"
+for _ in $(seq 100); do in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT || break; sleep 0.05; done
+ip netns exec "$ns" "$b/src/filter/tollgate-filter" --config "$dir/reuse.toml" --log-level warning \
+  2>"$dir/filter-reuse.log" &
+filter_pid=$!
+pids+=($filter_pid)
+for _ in $(seq 100); do in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT && break; sleep 0.05; done
+sleep 0.3
+reuse=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
+reuse_rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
+kill -TERM "$filter_pid"; wait "$filter_pid" 2>/dev/null || true
+
 n50=$(json_field "$none" p50_us); n99=$(json_field "$none" p99_us)
 f50=$(json_field "$floor" p50_us); f99=$(json_field "$floor" p99_us)
 t50=$(json_field "$tollgate" p50_us); t99=$(json_field "$tollgate" p99_us)
 fps=$(json_field "$rate" flows_per_s)
-ratio=$(awk -v n="$n50" -v f="$f50" -v t="$t50" 'BEGIN { d = f - n; if (d <= 0) d = 0.001; printf "%.2f", (t - n) / d }')
-printf '{"connections":%s,"none_p50_us":%s,"none_p99_us":%s,"nfq_floor_p50_us":%s,"nfq_floor_p99_us":%s,"tollgate_p50_us":%s,"tollgate_p99_us":%s,"tollgate_flows_per_s":%s,"added_p50_ratio_vs_floor":%s,"none":%s,"floor":%s,"tollgate":%s,"rate":%s}\n' \
-  "$count" "$n50" "$n99" "$f50" "$f99" "$t50" "$t99" "$fps" "$ratio" "$none" "$floor" "$tollgate" "$rate"
+r50=$(json_field "$reuse" p50_us); r99=$(json_field "$reuse" p99_us)
+rfps=$(json_field "$reuse_rate" flows_per_s)
+nfps=$(json_field "$none_rate" flows_per_s); ffps=$(json_field "$floor_rate" flows_per_s)
+added_ratio() { awk -v n="$n50" -v f="$f50" -v t="$1" 'BEGIN { d = f - n; if (d <= 0) d = 0.001; printf "%.2f", (t - n) / d }'; }
+ratio=$(added_ratio "$t50")
+rratio=$(added_ratio "$r50")
+printf '{"connections":%s,"none_p50_us":%s,"none_p99_us":%s,"none_flows_per_s":%s,"nfq_floor_p50_us":%s,"nfq_floor_p99_us":%s,"nfq_floor_flows_per_s":%s,"tollgate_p50_us":%s,"tollgate_p99_us":%s,"tollgate_flows_per_s":%s,"added_p50_ratio_vs_floor":%s,"tollgate_reuse_p50_us":%s,"tollgate_reuse_p99_us":%s,"tollgate_reuse_flows_per_s":%s,"added_p50_ratio_reuse_vs_floor":%s,"none":%s,"floor":%s,"tollgate":%s,"rate":%s,"reuse":%s,"reuse_rate":%s}\n' \
+  "$count" "$n50" "$n99" "$nfps" "$f50" "$f99" "$ffps" "$t50" "$t99" "$fps" "$ratio" "$r50" "$r99" "$rfps" "$rratio" \
+  "$none" "$floor" "$tollgate" "$rate" "$reuse" "$reuse_rate"
