@@ -71,29 +71,28 @@ TOML
 "$b/src/daemon/tollgated" --config "$dir/tollgate.toml" 2>"$dir/daemon.log" &
 pids+=($!)
 for _ in $(seq 100); do [[ -S $dir/run/analysis.sock ]] && break; sleep 0.05; done
-ip netns exec "$ns" "$b/src/filter/tollgate-filter" --config "$dir/tollgate.toml" --log-level warning \
-  2>"$dir/filter.log" &
-filter_pid=$!
-pids+=($filter_pid)
-for _ in $(seq 100); do in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT && break; sleep 0.05; done
-sleep 0.3
-tollgate=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
-rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
-kill -TERM "$filter_pid"; wait "$filter_pid" 2>/dev/null || true
+chains_in() { in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT; }
+# with_filter CONFIG LOG LATENCY_VAR RATE_VAR: the filter with CONFIG while the probe measures
+# latency and rate; the filter's chains are gone again when it returns.
+with_filter() {
+  ip netns exec "$ns" "$b/src/filter/tollgate-filter" --config "$1" --log-level warning 2>"$2" &
+  local filter_pid=$!
+  pids+=($filter_pid)
+  for _ in $(seq 100); do chains_in && break; sleep 0.05; done
+  sleep 0.3
+  printf -v "$3" '%s' "$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")"
+  printf -v "$4" '%s' "$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)"
+  kill -TERM "$filter_pid"
+  wait "$filter_pid" 2>/dev/null || true
+  for _ in $(seq 100); do chains_in || break; sleep 0.05; done
+}
+tollgate="" rate="" reuse="" reuse_rate=""
+with_filter "$dir/tollgate.toml" "$dir/filter.log" tollgate rate
 
 # 4. The same with [filter] reuse_verdicts: after the first connection, the port-only allow is
 # reused for the destination by the filter (each flow is still reported to the daemon).
 sed 's/^\[filter\]$/[filter]\nreuse_verdicts = true/' "$dir/tollgate.toml" >"$dir/reuse.toml"
-for _ in $(seq 100); do in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT || break; sleep 0.05; done
-ip netns exec "$ns" "$b/src/filter/tollgate-filter" --config "$dir/reuse.toml" --log-level warning \
-  2>"$dir/filter-reuse.log" &
-filter_pid=$!
-pids+=($filter_pid)
-for _ in $(seq 100); do in_ns iptables -t mangle -S 2>/dev/null | grep -q TOLLGATE-OUT && break; sleep 0.05; done
-sleep 0.3
-reuse=$(in_ns "$b/bench/connect-probe" latency --port 8080 --count "$count")
-reuse_rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --parallel 64)
-kill -TERM "$filter_pid"; wait "$filter_pid" 2>/dev/null || true
+with_filter "$dir/reuse.toml" "$dir/filter-reuse.log" reuse reuse_rate
 
 n50=$(json_field "$none" p50_us); n99=$(json_field "$none" p99_us)
 f50=$(json_field "$floor" p50_us); f99=$(json_field "$floor" p99_us)
