@@ -395,16 +395,12 @@ class Filter {
 
   void OnDecision(const ipc::Decision& d) {
     const MonoTime now = Now();
-    CacheScope cache = d.cache;
-    if (cache == CacheScope::kDestination) {
-      // The flow itself is stamped as usual; the verdict is kept for its destination too.
-      cache = CacheScope::kFlow;
-      if (config_.filter.reuse_verdicts && d.source == ipc::DecisionSource::kDaemon &&
-          d.question != nullptr) {
-        verdicts_.Insert(*d.question, d.action, std::chrono::milliseconds(d.cache_ttl_ms), now);
-      }
+    // The flow itself is stamped as for kFlow; the verdict is kept for its destination too.
+    if (d.cache == CacheScope::kDestination && config_.filter.reuse_verdicts &&
+        d.source == ipc::DecisionSource::kDaemon && d.question != nullptr) {
+      verdicts_.Insert(*d.question, d.action, std::chrono::milliseconds(d.cache_ttl_ms), now);
     }
-    table_->OnDecision(d.id, d.action, d.inspect_bytes, cache, now);
+    table_->OnDecision(d.id, d.action, d.inspect_bytes, d.cache, now);
     ArmFlush();
     ArmTableTimer();
   }

@@ -157,7 +157,8 @@ void FlowTable::OnDecision(uint64_t question_id, Action action, uint32_t inspect
   auto it = flows_.find(key);
   TG_CHECK(it != flows_.end() && it->second.question_id == question_id);
   Flow& flow = it->second;
-  const bool stamp = cache == CacheScope::kFlow;
+  // kFlow and kDestination both hold for this flow's life; only kNone (fallbacks) stamps nothing.
+  const bool stamp = cache != CacheScope::kNone;
 
   if (action == Action::kInspect) {
     uint32_t want = std::clamp<uint32_t>(inspect_bytes, 1, options_.inspect_max_bytes);

@@ -92,7 +92,8 @@ class FlowTable {
                                        const PacketContext& context, MonoTime now);
 
   // The answer to a question we returned (from the daemon or the channel's fallback). `cache` is
-  // the decision's cache scope: kNone (fallbacks) stamps nothing on the flow.
+  // the decision's cache scope: kNone (fallbacks) stamps nothing on the flow; kFlow and
+  // kDestination stamp it (keeping a kDestination verdict for other flows is the caller's).
   void OnDecision(uint64_t question_id, Action action, uint32_t inspect_bytes, CacheScope cache,
                   MonoTime now);
 

@@ -97,6 +97,17 @@ TEST_F(FlowTableTest, FallbackDecisionsStampNothingAndAreNotRemembered) {
   EXPECT_TRUE(Packet(t, Tcp(2)).has_value()) << "a fail_closed drop is asked about again";
 }
 
+TEST_F(FlowTableTest, DestinationScopedVerdictsStampTheFlowLikeFlowScoped) {
+  FlowTable t = Make();
+  auto a = Packet(t, Tcp(1));
+  auto b = Packet(t, Tcp(2));
+  t.OnDecision(a->id, Action::kAllow, 0, CacheScope::kDestination, clock_.Now());
+  t.OnDecision(b->id, Action::kReject, 0, CacheScope::kDestination, clock_.Now());
+  EXPECT_EQ(sink_.released[0].second, Release::kAllow);
+  EXPECT_EQ(sink_.released[1].second, Release::kReject);
+  EXPECT_EQ(t.remembered(), 1u) << "the reject is remembered for retransmits, as for kFlow";
+}
+
 TEST_F(FlowTableTest, OverflowFollowsThePolicyAndIsCounted) {
   FlowTableOptions o;
   o.max_pending = 2;
