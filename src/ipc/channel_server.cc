@@ -298,12 +298,7 @@ void ChannelServer::Admit(UniqueFd fd) {
   ++counters_.accepted;
   if (connections_.size() >= options_.max_connections) {
     ++counters_.connections_over_limit;
-    MonoTime now = Now();
-    if (now - over_limit_minute_start_ >= std::chrono::minutes(1)) {
-      over_limit_minute_start_ = now;
-      over_limit_logs_this_minute_ = 0;
-    }
-    if (over_limit_logs_this_minute_++ < 20) {
+    if (over_limit_logs_.Take(Now())) {
       TG_LOG_WARNING("refused a connection: %zu connections open, the limit (%zu counted so far)",
                      connections_.size(), static_cast<size_t>(counters_.connections_over_limit));
     }
@@ -332,12 +327,7 @@ void ChannelServer::Admit(UniqueFd fd) {
   }
   if (!decision.allowed) {
     ++counters_.peers_refused;
-    MonoTime now = Now();
-    if (now - refusal_minute_start_ >= std::chrono::minutes(1)) {
-      refusal_minute_start_ = now;
-      refusal_logs_this_minute_ = 0;
-    }
-    if (refusal_logs_this_minute_++ < 20) {
+    if (refusal_logs_.Take(Now())) {
       TG_LOG_WARNING("refused peer uid %u pid %d exe %s: %s", facts ? facts->uid : kUnknownId,
                      facts ? facts->pid : 0,
                      facts && facts->exe_known ? facts->exe_path.c_str() : "?",

@@ -168,13 +168,22 @@ class ChannelServer {
   std::function<void()> on_idle_;
   std::function<bool()> busy_;
   LatencyHistogram latency_;
-  // Refused peers are logged once each, but at most this many per minute (a loop of refused
-  // connects must not flood the journal); the rest are counted.
-  uint32_t refusal_logs_this_minute_ = 0;
-  // Over-limit connects are logged the same way (a full table is an attack or a leak).
-  MonoTime over_limit_minute_start_{};
-  uint32_t over_limit_logs_this_minute_ = 0;
-  MonoTime refusal_minute_start_{};
+  // At most 20 log lines a minute for one kind of event; the rest are only counted.
+  struct LogBudget {
+    MonoTime minute_start{};
+    uint32_t used = 0;
+    bool Take(MonoTime now) {
+      if (now - minute_start >= std::chrono::minutes(1)) {
+        minute_start = now;
+        used = 0;
+      }
+      return used++ < 20;
+    }
+  };
+  // Refused peers are logged once each, within budget (a loop of refused connects must not flood
+  // the journal), and so are over-limit connects (a full table is an attack or a leak).
+  LogBudget refusal_logs_;
+  LogBudget over_limit_logs_;
 };
 
 }  // namespace tollgate::ipc
