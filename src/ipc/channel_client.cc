@@ -298,11 +298,8 @@ void ChannelClient::Observe(std::span<const uint8_t> dns_reply) {
     ++status_.dns_dropped;
     return;
   }
-  if (!batch_.WouldFit(dns_reply.size() + 32)) SendBatch();
-  batch_.AddDnsObservation(dns_reply);
+  AddToBatch(dns_reply.size() + 32, [&](MessageBuilder& b) { b.AddDnsObservation(dns_reply); });
   ++status_.dns_sent;
-  if (batch_.item_count() >= options_.max_batch) SendBatch();
-  ArmFlush();
 }
 
 bool ChannelClient::Report(const FilterReport& report) {
@@ -312,11 +309,9 @@ bool ChannelClient::Report(const FilterReport& report) {
     ++status_.reports_skipped;
     return false;
   }
-  if (!batch_.WouldFit(MessageBuilder::kFilterReportBytes)) SendBatch();
-  batch_.AddFilterReport(report);
+  AddToBatch(MessageBuilder::kFilterReportBytes,
+             [&](MessageBuilder& b) { b.AddFilterReport(report); });
   ++status_.reports_sent;
-  if (batch_.item_count() >= options_.max_batch) SendBatch();
-  ArmFlush();
   return true;
 }
 
@@ -324,11 +319,9 @@ void ChannelClient::Decided(const FlowQuestion& question, Action action) {
   switch (status_.state) {
     case ChannelState::kConnected:
       if (status_.daemon_minor < kDestinationCacheMinor || !outbox_.empty()) break;
-      if (!batch_.WouldFit(MessageBuilder::EstimateQuestionBytes(question) + 16)) SendBatch();
-      batch_.AddDecided(question, action);
+      AddToBatch(MessageBuilder::EstimateQuestionBytes(question) + 16,
+                 [&](MessageBuilder& b) { b.AddDecided(question, action); });
       ++status_.decided_sent;
-      if (batch_.item_count() >= options_.max_batch) SendBatch();
-      ArmFlush();
       return;
     case ChannelState::kIdle:
     case ChannelState::kConnecting:
@@ -344,10 +337,8 @@ void ChannelClient::Decided(const FlowQuestion& question, Action action) {
 }
 
 void ChannelClient::QueueQuestion(const FlowQuestion& q) {
-  if (!batch_.WouldFit(MessageBuilder::EstimateQuestionBytes(q))) SendBatch();
-  batch_.AddQuestion(q);
-  if (batch_.item_count() >= options_.max_batch) SendBatch();
-  ArmFlush();
+  AddToBatch(MessageBuilder::EstimateQuestionBytes(q),
+             [&](MessageBuilder& b) { b.AddQuestion(q); });
 }
 
 void ChannelClient::Flush() { SendBatch(); }

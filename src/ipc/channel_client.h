@@ -169,6 +169,16 @@ class ChannelClient {
   void Fallback(const FlowQuestion& q, DecisionSource source);
   void FallbackAllPending(DecisionSource source);
   void QueueQuestion(const FlowQuestion& q);
+  // One item into the batch being built (`add` puts it in): the batch is sent first if an item of
+  // about `bytes` would not fit, and right after once it holds max_batch items; otherwise it goes
+  // at the end of this loop turn.
+  template <typename Add>
+  void AddToBatch(size_t bytes, Add&& add) {
+    if (!batch_.WouldFit(bytes)) SendBatch();
+    add(batch_);
+    if (batch_.item_count() >= options_.max_batch) SendBatch();
+    ArmFlush();
+  }
   void SendBatch();
   void SendBytes(std::span<const uint8_t> bytes);
   void ArmDeadlineTimer();
