@@ -1,5 +1,7 @@
 #include "flow/verdict_cache.h"
 
+#include <algorithm>
+
 namespace tollgate::flow {
 
 // The cache's key, in a FlowKey so the flow table's keyed hash serves: the remote address in dst,
@@ -21,6 +23,43 @@ FlowKey VerdictCache::KeyOf(const FlowQuestion& q) {
   return key;
 }
 
+FlowKey VerdictCache::AddressKey(const IpAddress& address) {
+  FlowKey key;
+  key.tuple.dst = address;
+  return key;
+}
+
+bool VerdictCache::NamedSince(const IpAddress& remote, uint64_t question_id) const {
+  if (question_id <= named_floor_) return true;
+  auto it = named_.find(AddressKey(remote));
+  return it != named_.end() && it->second >= question_id;
+}
+
+void VerdictCache::NamedByDns(const IpAddress& address, uint64_t last_question_id) {
+  if (max_entries_ == 0) return;
+  FlowKey key = AddressKey(address);
+  uint64_t& newest = named_[key];
+  newest = std::max(newest, last_question_id);
+  named_order_.emplace_back(last_question_id, key);
+  while (named_.size() > max_named_ && !named_order_.empty()) {
+    auto [id, oldest] = named_order_.front();
+    named_order_.pop_front();
+    auto live = named_.find(oldest);
+    if (live == named_.end() || live->second != id) continue;  // superseded by a later reply
+    named_.erase(live);
+    named_floor_ = std::max(named_floor_, id);
+  }
+  // Superseded records stay until they reach the front; keep that slack bounded.
+  if (named_order_.size() > 2 * max_named_ + 16) {
+    std::deque<std::pair<uint64_t, FlowKey>> live;
+    for (const auto& record : named_order_) {
+      auto found = named_.find(record.second);
+      if (found != named_.end() && found->second == record.first) live.push_back(record);
+    }
+    named_order_.swap(live);
+  }
+}
+
 std::optional<Action> VerdictCache::Find(const FlowQuestion& question, MonoTime now) {
   if (!question.payload.empty()) return std::nullopt;
   auto it = entries_.find(KeyOf(question));
@@ -34,13 +73,26 @@ std::optional<Action> VerdictCache::Find(const FlowQuestion& question, MonoTime 
     entries_.erase(it);  // its order_ record is skipped when reached (generation mismatch)
     return std::nullopt;
   }
+  if (it->second.until_dns && NamedSince(it->first.tuple.dst, it->second.question_id)) {
+    ++counters_.renamed;
+    ++counters_.misses;
+    entries_.erase(it);
+    return std::nullopt;
+  }
   ++counters_.hits;
   return it->second.action;
 }
 
-void VerdictCache::Insert(const FlowQuestion& question, Action action, Duration ttl, MonoTime now) {
+void VerdictCache::Insert(const FlowQuestion& question, Action action, Duration ttl, MonoTime now,
+                          bool until_dns) {
   if (action == Action::kInspect || ttl <= Duration::zero() || max_entries_ == 0) return;
   FlowKey key = KeyOf(question);
+  if (until_dns && NamedSince(key.tuple.dst, question.id)) {
+    // A DNS reply named the address while the question was out: the daemon may know more now.
+    ++counters_.renamed;
+    entries_.erase(key);
+    return;
+  }
   // The front of the order is the oldest: drop what expired, and one more if we are full (a new
   // verdict for a key we keep replaces it and needs no room).
   while (!order_.empty()) {
@@ -56,7 +108,7 @@ void VerdictCache::Insert(const FlowQuestion& question, Action action, Duration 
     order_.pop_front();
   }
   const uint64_t generation = next_generation_++;
-  entries_.insert_or_assign(key, Entry{action, now + ttl, generation});
+  entries_.insert_or_assign(key, Entry{action, now + ttl, generation, question.id, until_dns});
   order_.emplace_back(generation, key);
   ++counters_.inserted;
   // Records of entries replaced or erased since stay in order_ until they reach the front; keep
@@ -95,6 +147,7 @@ void VerdictCache::Forget(const ForgetSelector& selector) {
     counters_.forgotten += entries_.size();
     entries_.clear();
     order_.clear();
+    // The named addresses stay: an answer in flight may still arrive for an older question.
     return;
   }
   for (auto it = entries_.begin(); it != entries_.end();) {

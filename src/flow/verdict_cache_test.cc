@@ -8,8 +8,9 @@ namespace {
 using std::chrono::seconds;
 
 FlowQuestion Outbound(uint8_t last_octet, uint16_t src_port, uint16_t dst_port,
-                      uint32_t uid = 1000) {
+                      uint32_t uid = 1000, uint64_t id = 1) {
   FlowQuestion q;
+  q.id = id;
   q.tuple.src = IpAddress::V4(127, 0, 0, 1);
   q.tuple.dst = IpAddress::V4(10, 0, 0, last_octet);
   q.tuple.src_port = src_port;
@@ -114,6 +115,50 @@ TEST_F(VerdictCacheTest, ForgetAllOrBySelector) {
   cache_.Forget(all);
   EXPECT_EQ(cache_.size(), 0u);
   EXPECT_EQ(cache_.counters().forgotten, 4u);
+}
+
+TEST_F(VerdictCacheTest, ADnsReplyNamingTheAddressEndsAVerdictThatUsedNames) {
+  cache_.Insert(Outbound(1, 1, 443, 1000, /*id=*/5), Action::kDeny, seconds(60), t0_,
+                /*until_dns=*/true);
+  cache_.Insert(Outbound(1, 1, 80, 1000, /*id=*/6), Action::kAllow, seconds(60), t0_);
+  cache_.Insert(Outbound(2, 1, 443, 1000, /*id=*/7), Action::kDeny, seconds(60), t0_, true);
+  EXPECT_EQ(cache_.Find(Outbound(1, 2, 443), t0_), Action::kDeny);
+  // A reply naming 10.0.0.1, passed on after question 7.
+  cache_.NamedByDns(IpAddress::V4(10, 0, 0, 1), 7);
+  EXPECT_FALSE(cache_.Find(Outbound(1, 3, 443), t0_)) << "the daemon may know another name now";
+  EXPECT_EQ(cache_.Find(Outbound(1, 3, 80), t0_), Action::kAllow)
+      << "a verdict that used no names does not depend on them";
+  EXPECT_EQ(cache_.Find(Outbound(2, 3, 443), t0_), Action::kDeny) << "other address kept";
+  EXPECT_EQ(cache_.counters().renamed, 1u);
+  // Asked after the reply (question 8): it was decided with the new names and is kept.
+  cache_.Insert(Outbound(1, 1, 443, 1000, /*id=*/8), Action::kAllow, seconds(60), t0_, true);
+  EXPECT_EQ(cache_.Find(Outbound(1, 4, 443), t0_), Action::kAllow);
+}
+
+TEST_F(VerdictCacheTest, AnAnswerInFlightWhileAReplyNamedItsAddressIsNotKept) {
+  // Question 3 asked; then a reply names 10.0.0.1 (after question 4); then 3's answer arrives.
+  cache_.NamedByDns(IpAddress::V4(10, 0, 0, 1), 4);
+  cache_.Insert(Outbound(1, 1, 443, 1000, /*id=*/3), Action::kDeny, seconds(60), t0_, true);
+  EXPECT_EQ(cache_.size(), 0u);
+  EXPECT_FALSE(cache_.Find(Outbound(1, 2, 443), t0_));
+  EXPECT_EQ(cache_.counters().renamed, 1u);
+  // The same late answer for a verdict that used no names is kept.
+  cache_.Insert(Outbound(1, 1, 443, 1000, /*id=*/3), Action::kDeny, seconds(60), t0_);
+  EXPECT_EQ(cache_.Find(Outbound(1, 2, 443), t0_), Action::kDeny);
+}
+
+TEST_F(VerdictCacheTest, TheRecordOfNamedAddressesIsBoundedAndErrsTowardsAsking) {
+  VerdictCache small(8, FlowKeyHash(1, 2), /*max_named=*/4);
+  small.Insert(Outbound(1, 1, 443, 1000, /*id=*/10), Action::kAllow, seconds(60), t0_, true);
+  small.Insert(Outbound(2, 1, 443, 1000, /*id=*/30), Action::kAllow, seconds(60), t0_, true);
+  // Five other addresses named after question 20: the first record (20) goes past the bound,
+  // so every until_dns verdict asked at or before question 20 counts as stale.
+  for (uint8_t i = 100; i < 105; ++i) small.NamedByDns(IpAddress::V4(10, 0, 1, i), 20);
+  EXPECT_FALSE(small.Find(Outbound(1, 2, 443), t0_)) << "asked before the forgotten record";
+  EXPECT_EQ(small.Find(Outbound(2, 2, 443), t0_), Action::kAllow) << "asked after it";
+  // Naming one address again and again never grows the record past the bound.
+  for (uint64_t id = 40; id < 2000; ++id) small.NamedByDns(IpAddress::V4(10, 0, 1, 100), id);
+  EXPECT_EQ(small.Find(Outbound(2, 3, 443), t0_), Action::kAllow);
 }
 
 }  // namespace
