@@ -108,6 +108,7 @@ ChannelClient::~ChannelClient() {
   sd_event_source_disable_unref(reconnect_source_);
   sd_event_source_disable_unref(handshake_source_);
   sd_event_source_disable_unref(flush_source_);
+  sd_event_source_disable_unref(decided_source_);
   sd_event_unref(loop_);
 }
 
@@ -118,6 +119,10 @@ void ChannelClient::Start() {
 }
 
 void ChannelClient::Stop() {
+  if (status_.state == ChannelState::kConnected) {
+    SendDecided();  // the daemon logs what we decided, even as we go
+    SendBatch();
+  }
   FallbackAllPending(DecisionSource::kFallbackUnavailable);
   CloseSocket();
   status_.state = ChannelState::kStopped;
@@ -183,11 +188,9 @@ void ChannelClient::OnWelcome(const Welcome& w) {
   TG_LOG_INFO("connected to %s (%s), session %llu, %zu questions to send",
               options_.socket_path.c_str(), w.build.c_str(),
               static_cast<unsigned long long>(status_.sessions), pending_.size());
+  SendDecided();  // flows decided while connecting
   // Questions asked while connecting, or in flight on a lost connection, go (again) now.
   pending_.ForEachUnsent(session_, [this](const FlowQuestion& q) { QueueQuestion(q); });
-  std::deque<std::pair<FlowQuestion, Action>> decided;
-  decided.swap(unsent_decided_);
-  for (const auto& [q, action] : decided) Decided(q, action);
   SendBatch();
   if (on_connected_) on_connected_();
 }
@@ -215,7 +218,7 @@ void ChannelClient::Disconnected(std::string why) {
     status_.last_error = std::move(why);
   }
   CloseSocket();
-  if (said_goodbye && pending_.empty()) {
+  if (said_goodbye && pending_.empty() && unsent_decided_.empty()) {
     status_.state = ChannelState::kIdle;  // reconnect when there is something to ask
     return;
   }
@@ -319,9 +322,20 @@ void ChannelClient::Decided(const FlowQuestion& question, Action action) {
   switch (status_.state) {
     case ChannelState::kConnected:
       if (status_.daemon_minor < kDestinationCacheMinor || !outbox_.empty()) break;
-      AddToBatch(MessageBuilder::EstimateQuestionBytes(question) + 16,
-                 [&](MessageBuilder& b) { b.AddDecided(question, action); });
-      ++status_.decided_sent;
+      if (unsent_decided_.size() >= kMaxUnsentDecided) break;
+      unsent_decided_.emplace_back(question, action);
+      if (unsent_decided_.size() >= options_.max_batch) {
+        SendDecided();
+      } else if (unsent_decided_.size() == 1) {
+        const uint64_t when = ToUsec(Now() + options_.decided_delay);
+        if (decided_source_ == nullptr) {
+          sd_event_add_time(loop_, &decided_source_, CLOCK_MONOTONIC, when, 1000, OnDecidedTimer,
+                            this);
+        } else {
+          sd_event_source_set_time(decided_source_, when);
+        }
+        sd_event_source_set_enabled(decided_source_, SD_EVENT_ONESHOT);
+      }
       return;
     case ChannelState::kIdle:
     case ChannelState::kConnecting:
@@ -336,7 +350,30 @@ void ChannelClient::Decided(const FlowQuestion& question, Action action) {
   ++status_.decided_dropped;
 }
 
+void ChannelClient::SendDecided() {
+  sd_event_source_set_enabled(decided_source_, SD_EVENT_OFF);
+  if (unsent_decided_.empty()) return;
+  if (status_.state != ChannelState::kConnected || status_.daemon_minor < kDestinationCacheMinor) {
+    status_.decided_dropped += unsent_decided_.size();  // a daemon that would refuse them
+    unsent_decided_.clear();
+    return;
+  }
+  for (const auto& [q, action] : unsent_decided_) {
+    AddToBatch(MessageBuilder::EstimateQuestionBytes(q) + 16,
+               [&](MessageBuilder& b) { b.AddDecided(q, action); });
+  }
+  status_.decided_sent += unsent_decided_.size();
+  unsent_decided_.clear();
+}
+
+int ChannelClient::OnDecidedTimer(sd_event_source*, uint64_t, void* self) {
+  static_cast<ChannelClient*>(self)->SendDecided();
+  return 0;
+}
+
 void ChannelClient::QueueQuestion(const FlowQuestion& q) {
+  // Notices waiting for company ride with the question: the daemon is woken for it anyway.
+  if (!unsent_decided_.empty() && status_.state == ChannelState::kConnected) SendDecided();
   AddToBatch(MessageBuilder::EstimateQuestionBytes(q),
              [&](MessageBuilder& b) { b.AddQuestion(q); });
 }

@@ -43,6 +43,9 @@ struct ClientOptions {
   size_t max_pending = 65536;  // beyond: the fallback at once, counted as overload
   size_t max_batch = 64;       // items per message before it is sent without waiting
   size_t max_outbox_messages = 256;
+  // Decided notices are for the daemon's log: they wait up to this long (or until max_batch of
+  // them, or a question, is going anyway) so that reused verdicts do not wake the daemon per flow.
+  Duration decided_delay{std::chrono::milliseconds(20)};
 };
 
 enum class ChannelState : uint8_t {
@@ -133,9 +136,10 @@ class ChannelClient {
   // next report carries the newer totals anyway. Returns whether it was sent.
   bool Report(const FilterReport& report);
   // A flow the caller decided itself from a destination-scoped verdict, for the daemon's log.
-  // Sent with the next batch when connected to a daemon of protocol 1.2 or later; while idle it
-  // connects (as a question would) and up to kMaxUnsentDecided wait for the Welcome; dropped
-  // (counted in decided_dropped) when the daemon is unreachable, older, or not reading.
+  // Up to kMaxUnsentDecided wait: for decided_delay, max_batch of them or the next question
+  // while connected to a daemon of protocol 1.2 or later, for the Welcome while connecting (a
+  // client that is idle connects, as a question would); dropped (counted in decided_dropped)
+  // when the daemon is unreachable, older, or not reading. Stop sends what waits.
   void Decided(const FlowQuestion& question, Action action);
   static constexpr size_t kMaxUnsentDecided = 4096;
   // Sends what is batched now instead of at the end of this loop iteration.
@@ -169,6 +173,7 @@ class ChannelClient {
   void Fallback(const FlowQuestion& q, DecisionSource source);
   void FallbackAllPending(DecisionSource source);
   void QueueQuestion(const FlowQuestion& q);
+  void SendDecided();  // every waiting Decided notice into the batch (connected only)
   // One item into the batch being built (`add` puts it in): the batch is sent first if an item of
   // about `bytes` would not fit, and right after once it holds max_batch items; otherwise it goes
   // at the end of this loop turn.
@@ -194,6 +199,7 @@ class ChannelClient {
   static int OnReconnectTimer(sd_event_source* s, uint64_t usec, void* self);
   static int OnHandshakeTimeout(sd_event_source* s, uint64_t usec, void* self);
   static int OnFlush(sd_event_source* s, void* self);
+  static int OnDecidedTimer(sd_event_source* s, uint64_t usec, void* self);
 
   sd_event* loop_;
   PeerIdentity& identity_;
@@ -204,7 +210,7 @@ class ChannelClient {
   std::function<void()> on_connected_;
   ClientStatus status_;
   PendingQuestions pending_;
-  std::deque<std::pair<FlowQuestion, Action>> unsent_decided_;  // waiting for a Welcome
+  std::deque<std::pair<FlowQuestion, Action>> unsent_decided_;  // waiting (see Decided)
   Backoff backoff_;
   UniqueFd fd_;
   sd_event_source* io_source_ = nullptr;
@@ -212,6 +218,7 @@ class ChannelClient {
   sd_event_source* reconnect_source_ = nullptr;
   sd_event_source* handshake_source_ = nullptr;
   sd_event_source* flush_source_ = nullptr;
+  sd_event_source* decided_source_ = nullptr;
   uint32_t io_events_ = 0;
   uint64_t session_ = 0;  // incremented on every connect; 0 = none yet
   uint64_t next_id_ = 1;

@@ -459,6 +459,45 @@ TEST_F(ChannelTest, DestinationScopeOnlyForFiltersThatKnowIt) {
   EXPECT_EQ(server_->counters().decided_by_filters, 2u);
 }
 
+// Decided notices are only for the daemon's log: they wait for company (a question, a full
+// batch) or decided_delay, so that flows decided in the filter do not wake the daemon one by one;
+// none is lost when the filter stops.
+TEST_F(ChannelTest, DecidedNoticesWaitForCompanyAndAreSentOnStop) {
+  StartServer();
+  ClientOptions opts;
+  opts.decided_delay = std::chrono::hours(1);
+  opts.max_batch = 4;
+  StartClient(opts);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  for (uint16_t port = 1; port <= 3; ++port) client_->Decided(Question(port), Action::kAllow);
+  RunFor(milliseconds(50));
+  EXPECT_TRUE(analyzer_.reused.empty()) << "three notices wait";
+  uint64_t id = client_->Ask(Question(80));
+  ASSERT_TRUE(RunUntil([&] { return outcomes_.contains(id) && analyzer_.reused.size() == 3; }));
+  EXPECT_EQ(analyzer_.reused[0].first.tuple.dst_port, 1) << "in the order decided";
+  EXPECT_EQ(analyzer_.reused[2].first.tuple.dst_port, 3);
+  for (uint16_t port = 11; port <= 14; ++port) client_->Decided(Question(port), Action::kDeny);
+  ASSERT_TRUE(RunUntil([&] { return analyzer_.reused.size() == 7; })) << "a full batch goes";
+  client_->Decided(Question(99), Action::kAllow);
+  client_->Stop();
+  ASSERT_TRUE(RunUntil([&] { return analyzer_.reused.size() == 8; }));
+  EXPECT_EQ(analyzer_.reused.back().second, Action::kAllow);
+  EXPECT_EQ(client_->status().decided_sent, 8u);
+  EXPECT_EQ(client_->status().decided_dropped, 0u);
+}
+
+TEST_F(ChannelTest, ALoneDecidedNoticeGoesAfterTheDelay) {
+  StartServer();
+  ClientOptions opts;
+  opts.decided_delay = milliseconds(20);
+  StartClient(opts);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  client_->Decided(Question(5), Action::kReject);
+  ASSERT_TRUE(RunUntil([&] { return analyzer_.reused.size() == 1; }));
+  EXPECT_EQ(analyzer_.reused[0].second, Action::kReject);
+  EXPECT_EQ(server_->counters().questions, 0u);
+}
+
 TEST_F(ChannelTest, OtherMajorVersionIsRefusedWithReason) {
   StartServer();
   UniqueFd peer = RawConnect();
