@@ -18,11 +18,16 @@ class Engine::Facts final : public FlowFacts {
   const FlowQuestion& question() const override { return question_; }
   WallTime wall_now() const override { return wall_now_; }
 
-  // Whether the decision so far used a fact beyond the question's tuple and uid: names, the
-  // application protocol, the process or the payload. Such a decision holds for this flow only.
+  // Whether the decision so far used a fact beyond the question's tuple, uid and the names the
+  // name map holds for the remote address: the application protocol, the process or the payload
+  // (and so any name read from it). Such a decision holds for this flow only.
   bool used_flow_facts() const {
-    return names_ready_ || app_ready_ || process_ready_ || !question_.payload.empty();
+    return app_ready_ || process_ready_ || !question_.payload.empty();
   }
+  // Whether it looked at the remote address's names (all from DNS when there is no payload).
+  bool used_names() const { return names_ready_; }
+  // When the first of those names expires; nullopt when there were none.
+  std::optional<MonoTime> names_expire() const { return names_expire_; }
 
   std::span<const KnownName> names() override {
     if (!names_ready_) {
@@ -92,10 +97,12 @@ class Engine::Facts final : public FlowFacts {
     const IpAddress& remote =
         question_.direction == Direction::kOutbound ? question_.tuple.dst : question_.tuple.src;
     std::vector<std::string> resolved;
+    MonoTime first_expiry{};
     {
       std::lock_guard lock(engine_.names_mutex_);
-      resolved = engine_.names_.NamesFor(remote, engine_.clock_.Now());
+      resolved = engine_.names_.NamesFor(remote, engine_.clock_.Now(), &first_expiry);
     }
+    if (!resolved.empty()) names_expire_ = first_expiry;
     names_.reserve(resolved.size());
     for (std::string& name : resolved) names_.push_back({std::move(name), NameSource::kDns});
     if (!names_.empty() || question_.payload.empty()) return;
@@ -139,6 +146,7 @@ class Engine::Facts final : public FlowFacts {
   WallTime wall_now_;
   bool names_ready_ = false;
   std::vector<KnownName> names_;
+  std::optional<MonoTime> names_expire_;
   size_t more_bytes_ = 0;  // a reader's lower bound of the bytes it needs; 0 when none asked
   bool app_ready_ = false;
   std::optional<AppClassification> app_;
@@ -168,7 +176,7 @@ Decision Engine::DecideWithRule(const FlowQuestion& question) {
   std::shared_ptr<const RuleTable> table = Current();
   Facts facts(*this, question);
   Decision decision = table->Decide(facts);
-  ScopeCache(decision, facts.used_flow_facts(), facts.wall_now());
+  ScopeCache(decision, facts);
   if (observer_) {
     DecisionRecord record;
     record.time = options_.wall_clock();
@@ -194,21 +202,33 @@ Decision Engine::DecideWithRule(const FlowQuestion& question) {
 // A verdict that used only the question's tuple and uid holds for every new flow with the same
 // direction, protocol, remote address, destination port and uid, until the rules change (the
 // daemon then tells the filters to forget) or the deciding rule expires; the filter may reuse it
-// for options_.destination_cache_ttl at most. Never for inspect, a `once` rule, or a decision
-// that looked at names, the application, the process or the payload.
-void Engine::ScopeCache(Decision& decision, bool used_flow_facts, WallTime now) const {
-  if (options_.destination_cache_ttl.count() <= 0 || used_flow_facts ||
+// for options_.destination_cache_ttl at most. One that also looked at the names the name map
+// holds for the remote address holds as long as those do: until the first of them expires, or a
+// DNS reply names the address again (the filter sees that reply before anyone can use it, and
+// drops the verdict: cache_until_dns). Never for inspect, a `once` rule, or a decision that
+// looked at the application, the process or the payload.
+void Engine::ScopeCache(Decision& decision, const Facts& facts) const {
+  if (options_.destination_cache_ttl.count() <= 0 || facts.used_flow_facts() ||
       decision.verdict.action == Action::kInspect || decision.verdict.cache != CacheScope::kFlow ||
       (decision.rule != nullptr && decision.rule->once)) {
     return;
   }
-  auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(options_.destination_cache_ttl);
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  auto ttl = duration_cast<milliseconds>(options_.destination_cache_ttl);
   if (decision.rule != nullptr && decision.rule->expires) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(*decision.rule->expires - now);
-    ttl = std::min(ttl, left);
+    ttl = std::min(ttl, duration_cast<milliseconds>(*decision.rule->expires - facts.wall_now()));
   }
-  if (ttl.count() <= 0) return;
+  if (facts.used_names()) {
+    if (std::optional<MonoTime> expire = facts.names_expire()) {
+      ttl = std::min(ttl, duration_cast<milliseconds>(*expire - clock_.Now()));
+    }
+    decision.verdict.cache_until_dns = true;
+  }
+  if (ttl.count() <= 0) {
+    decision.verdict.cache_until_dns = false;
+    return;
+  }
   decision.verdict.cache = CacheScope::kDestination;
   decision.verdict.cache_ttl_ms = static_cast<uint32_t>(ttl.count());
 }

@@ -96,7 +96,7 @@ class Engine final : public Analyzer {
 
  private:
   class Facts;
-  void ScopeCache(Decision& decision, bool used_flow_facts, WallTime now) const;
+  void ScopeCache(Decision& decision, const Facts& facts) const;
 
   ProcessSource* processes_;
   AppClassifier* classifier_;

@@ -436,14 +436,47 @@ TEST(EngineTest, OnlyTupleDecisionsAreReusableForTheirDestination) {
 }
 
 // With a name rule in the table every decision looks the remote address up in the name map
-// (the rule index needs it), and a DNS reply may change that name at any time: nothing is
-// reusable then, not even a port-only decision.
-TEST(EngineTest, NothingIsReusableWhileNameRulesNeedTheNameMap) {
+// (the rule index needs it), and a DNS reply may change that name at any time: a decision is
+// reusable then only until a DNS reply names the address (cache_until_dns), and never past the
+// first of its names to expire.
+TEST(EngineTest, DecisionsThatUsedNamesAreReusableUntilDnsNamesTheAddress) {
   FakeClock clock;
   Engine engine(Rules(std::string(kScopeRules) + kAdsRule, nullptr, Action::kDeny), nullptr,
                 nullptr, clock);
-  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).cache, CacheScope::kFlow);
-  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 9999)).cache, CacheScope::kFlow);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).action, Action::kInspect)
+      << "no name known: the first bytes may carry one (never reused)";
+  FlowQuestion udp = Tcp("198.51.100.7", 9999);
+  udp.tuple.protocol = ipproto::kUdp;
+  Verdict unnamed = engine.Decide(udp);
+  EXPECT_EQ(unnamed.action, Action::kDeny) << "the default";
+  EXPECT_EQ(unnamed.cache, CacheScope::kDestination);
+  EXPECT_TRUE(unnamed.cache_until_dns) << "no name known for it yet: a reply may give it one";
+  EXPECT_EQ(unnamed.cache_ttl_ms, 60'000u);
+
+  Observe(engine, DnsReplyBytes("x.doubleclick.net", {{"x.doubleclick.net", "198.51.100.7", 30}}));
+  Verdict ads = engine.Decide(Tcp("198.51.100.7", 443));
+  EXPECT_EQ(ads.action, Action::kDeny) << "the name decides now";
+  EXPECT_EQ(ads.cache, CacheScope::kDestination);
+  EXPECT_TRUE(ads.cache_until_dns);
+  EXPECT_EQ(ads.cache_ttl_ms, 30'000u) << "no longer than the name is known";
+
+  clock.Advance(29'999ms);
+  EXPECT_EQ(engine.Decide(Tcp("198.51.100.7", 443)).cache_ttl_ms, 1u);
+
+  // A name read from the payload (SNI) is this flow's alone.
+  FlowQuestion with_payload = Tcp("198.51.100.9", 443);
+  with_payload.payload = {0x16, 0x03, 0x01};
+  EXPECT_EQ(engine.Decide(with_payload).cache, CacheScope::kFlow);
+}
+
+TEST(EngineTest, ATableWithoutNameRulesNeverDependsOnDns) {
+  FakeClock clock;
+  Engine engine(Rules(kScopeRules, nullptr, Action::kDeny), nullptr, nullptr, clock);
+  Observe(engine, DnsReplyBytes("x.example", {{"x.example", "198.51.100.7", 30}}));
+  Verdict v = engine.Decide(Tcp("198.51.100.7", 443));
+  EXPECT_EQ(v.cache, CacheScope::kDestination);
+  EXPECT_FALSE(v.cache_until_dns);
+  EXPECT_EQ(v.cache_ttl_ms, 60'000u) << "the name's expiry does not matter to a port rule";
 }
 
 TEST(EngineTest, ReuseNeverOutlivesTheDecidingRule) {

@@ -1,6 +1,7 @@
 #include "analysis/name_map.h"
 
 #include <algorithm>
+#include <optional>
 #include <unordered_set>
 
 namespace tollgate::analysis {
@@ -92,14 +93,20 @@ void NameMap::DropExpired(MonoTime now) {
   }
 }
 
-std::vector<std::string> NameMap::NamesFor(const IpAddress& address, MonoTime now) const {
+std::vector<std::string> NameMap::NamesFor(const IpAddress& address, MonoTime now,
+                                           MonoTime* first_expiry) const {
   std::vector<std::string> out;
   auto names = by_address_.find(address);
   if (names == by_address_.end()) return out;
   std::vector<std::pair<uint64_t, const std::string*>> live;
+  std::optional<MonoTime> first;
   for (const auto& [name, binding] : names->second) {
-    if (binding.expires > now) live.emplace_back(binding.seq, &name);
+    if (binding.expires > now) {
+      live.emplace_back(binding.seq, &name);
+      if (!first || binding.expires < *first) first = binding.expires;
+    }
   }
+  if (first && first_expiry != nullptr) *first_expiry = *first;
   std::sort(live.begin(), live.end(),
             [](const auto& a, const auto& b) { return a.first > b.first; });
   out.reserve(live.size());

@@ -49,8 +49,10 @@ class NameMap {
   void Observe(const DnsReply& reply, MonoTime now);
 
   // Unexpired names of `address`, most recently observed first; within one reply the question
-  // comes first, then the chain in order.
-  std::vector<std::string> NamesFor(const IpAddress& address, MonoTime now) const;
+  // comes first, then the chain in order. `first_expiry`, if given, gets the time the first of
+  // them expires (unchanged when there are none): until then, only a new reply changes them.
+  std::vector<std::string> NamesFor(const IpAddress& address, MonoTime now,
+                                    MonoTime* first_expiry = nullptr) const;
 
   size_t size() const { return by_expiry_.size(); }
 

@@ -222,7 +222,8 @@ int RunStatus(const Common& c) {
          std::to_string(Int(st, "inspections")) + ", peers refused " +
          std::to_string(Int(st, "peers_refused")) + "\n";
   out += "filter reports: fallbacks " + std::to_string(Int(st, "fallbacks")) + ", queue drops " +
-         std::to_string(Int(st, "queue_lost")) + "\n";
+         std::to_string(Int(st, "queue_lost")) + ", reused verdicts " +
+         std::to_string(Int(st, "reused")) + "\n";
   if (!filters.empty()) {
     // The last four columns are the filter's own account (its report); "-" for other peers.
     Table table({"PEER PID", "ROLE", "UID", "EXE", "CONNECTED SINCE", "QUESTIONS", "VERDICTS",
@@ -248,11 +249,12 @@ int RunStats(const Common& c) {
   if (int code = Simple(c, "stats", "GetStatus", json::object(), &reply)) return code;
   const json& st = Field(reply, "status").is_object() ? Field(reply, "status") : reply;
   static const char* kCounters[] = {"uptime_seconds", "questions",        "verdicts",
-                                    "fallbacks",      "queue_lost",       "inspections",
+                                    "fallbacks",      "queue_lost",       "reused",
+                                    "inspections",
                                     "peers_refused",  "rules_loaded",     "rule_set_version",
                                     "known_names",    "flow_log_dropped", "subscribers"};
   // From a filter's own report; null (JSON) or left out (table) for a peer without one.
-  static const char* kReported[] = {"pending", "fallbacks", "queue_lost"};
+  static const char* kReported[] = {"pending", "fallbacks", "queue_lost", "reused"};
   if (c.json) {
     json out = json::object();
     for (const char* k : kCounters) out[k] = Int(st, k);

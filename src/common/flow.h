@@ -94,6 +94,9 @@ struct Verdict {
   std::string reason;
   CacheScope cache = CacheScope::kFlow;
   uint32_t cache_ttl_ms = 0;  // with kDestination
+  // With kDestination: the decision used the remote address's names too, so it holds only until
+  // a DNS reply names that address (proto/tollgate.fbs).
+  bool cache_until_dns = false;
 };
 
 }  // namespace tollgate

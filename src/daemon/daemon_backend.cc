@@ -60,6 +60,7 @@ nlohmann::json ReportJson(const ipc::ConnectionInfo& c) {
           {"packets", r.packets},
           {"questions", r.questions},
           {"answered", r.answered},
+          {"reused", r.reused},
           {"fallbacks", r.fallbacks()},
           {"fallbacks_deadline", r.fallbacks_deadline},
           {"fallbacks_daemon_away", r.fallbacks_daemon_away},
@@ -103,6 +104,10 @@ void FilterMetrics(std::string& out, const std::vector<ipc::ConnectionInfo>& con
        "counter",
        "Questions a filter asked.",
        {{"", [](const ipc::FilterReport& r) { return r.questions; }}}},
+      {"tollgate_filter_reused_total",
+       "counter",
+       "New flows a filter decided itself from a verdict the daemon let it keep.",
+       {{"", [](const ipc::FilterReport& r) { return r.reused; }}}},
       {"tollgate_filter_fallbacks_total",
        "counter",
        "Flows a filter gave its fallback policy, by reason.",
@@ -151,13 +156,14 @@ Reply DaemonBackend::GetStatus() {
   nlohmann::json filters = nlohmann::json::array();
   bool enforcing = false;
   uint64_t peers_refused = parts_.control ? parts_.control->counters().peers_refused : 0;
-  uint64_t questions = 0, verdicts = 0, fallbacks = 0, queue_lost = 0;
+  uint64_t questions = 0, verdicts = 0, fallbacks = 0, queue_lost = 0, reused = 0;
   if (parts_.channel) {
     for (const ipc::ConnectionInfo& c : parts_.channel->Connections()) {
       if (c.role == ipc::Role::kFilter) enforcing = true;
       if (c.report) {
         fallbacks += c.report->fallbacks();
         queue_lost += c.report->queue_lost;
+        reused += c.report->reused;
       }
       filters.push_back({{"pid", c.pid},
                          {"uid", c.uid},
@@ -195,6 +201,7 @@ Reply DaemonBackend::GetStatus() {
       {"verdicts", verdicts},
       {"fallbacks", fallbacks},
       {"queue_lost", queue_lost},
+      {"reused", reused},
       {"inspections", parts_.engine->counters().inspect_verdicts.load(std::memory_order_relaxed)},
       {"peers_refused", peers_refused},
       {"rules_loaded", table->rules().size()},

@@ -32,6 +32,7 @@
 #include <optional>
 #include <string>
 
+#include "analysis/dns.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "flow/flow_table.h"
@@ -57,6 +58,7 @@ struct Flags {
   std::optional<uint32_t> deadline_ms;
   std::optional<uint32_t> max_pending;
   bool inbound = false;
+  bool no_reuse = false;
   bool no_ipv6 = false;
   bool no_sandbox = false;
   bool connect_at_start = false;
@@ -390,7 +392,21 @@ class Filter {
       return;
     }
     ++counters_.dns_observations;
+    if (config_.filter.reuse_verdicts) ForgetRenamed(dns);
     client_->Observe(dns);
+  }
+
+  // The daemon will learn the names this reply gives (if it parses it as we do): a kept verdict
+  // that used the names of one of its addresses may be wrong from now on. The reply is still
+  // held, so no flow can use the new name before this runs.
+  void ForgetRenamed(std::span<const uint8_t> dns) {
+    auto reply = analysis::ParseDnsReply(dns);
+    if (!reply) return;  // the daemon cannot read it either
+    for (const analysis::DnsRecord& r : reply->answers) {
+      if (r.type != analysis::DnsRecord::Type::kCname) {
+        verdicts_.NamedByDns(r.address, table_->last_question_id());
+      }
+    }
   }
 
   void OnDecision(const ipc::Decision& d) {
@@ -398,7 +414,8 @@ class Filter {
     // The flow itself is stamped as for kFlow; the verdict is kept for its destination too.
     if (d.cache == CacheScope::kDestination && config_.filter.reuse_verdicts &&
         d.source == ipc::DecisionSource::kDaemon && d.question != nullptr) {
-      verdicts_.Insert(*d.question, d.action, std::chrono::milliseconds(d.cache_ttl_ms), now);
+      verdicts_.Insert(*d.question, d.action, std::chrono::milliseconds(d.cache_ttl_ms), now,
+                       d.cache_until_dns);
     }
     table_->OnDecision(d.id, d.action, d.inspect_bytes, d.cache, now);
     ArmFlush();
@@ -479,13 +496,15 @@ class Filter {
         "fallbacks=%llu late=%llu allow=%llu pass=%llu deny=%llu drop=%llu reject=%llu "
         "inspect=%llu remembered_hits=%llu overflow=%llu pending=%zu dns_observations=%llu "
         "nfq_lost=%llu nfq_parse_errors=%llu verdict_errors=%llu channel_dropped=%llu "
-        "reused=%llu reuse_kept=%zu decided_sent=%llu decided_dropped=%llu channel=%s",
+        "reused=%llu reuse_kept=%zu reuse_renamed=%llu decided_sent=%llu decided_dropped=%llu "
+        "channel=%s",
         what, ULL(t.packets), ULL(t.new_flows), ULL(t.joined), ULL(t.questions), ULL(c.answered),
         ULL(c.fallbacks()), ULL(c.late_verdicts), ULL(t.released[0]), ULL(t.released[1]),
         ULL(t.released[2]), ULL(t.released[3]), ULL(t.released[4]), ULL(t.released[5]),
         ULL(t.remembered_hits), ULL(t.overflow), table_->pending(), ULL(counters_.dns_observations),
         ULL(q.lost), ULL(q.parse_errors), ULL(q.verdict_errors), ULL(c.messages_dropped),
-        ULL(verdicts_.counters().hits), verdicts_.size(), ULL(c.decided_sent),
+        ULL(verdicts_.counters().hits), verdicts_.size(), ULL(verdicts_.counters().renamed),
+        ULL(c.decided_sent),
         ULL(c.decided_dropped), ipc::ChannelStateName(c.state));
   }
   static unsigned long long ULL(uint64_t v) { return static_cast<unsigned long long>(v); }
@@ -533,6 +552,7 @@ class Filter {
     r.first_queue = config_.filter.queues.first;
     r.last_queue = config_.filter.queues.last;
     r.fail_open = config_.filter.fallback == FallbackPolicy::kFailOpen;
+    r.reused = verdicts_.counters().hits;
     return r;
   }
 
@@ -610,6 +630,8 @@ int Main(int argc, char** argv) {
   app.add_option("--deadline-ms", flags.deadline_ms, "how long a question may wait");
   app.add_option("--max-pending", flags.max_pending, "flows waiting for a verdict at most");
   app.add_flag("--inbound", flags.inbound, "also ask about new inbound flows");
+  app.add_flag("--no-reuse", flags.no_reuse,
+               "ask the daemon about every new flow (reuse_verdicts = false)");
   app.add_flag("--no-ipv6", flags.no_ipv6, "leave IPv6 alone");
   app.add_flag("--no-sandbox", flags.no_sandbox, "DEBUGGING ONLY: run without the sandbox");
   app.add_flag("--connect-at-start", flags.connect_at_start,
@@ -652,6 +674,7 @@ int Main(int argc, char** argv) {
   if (flags.deadline_ms) config->filter.question_deadline_ms = *flags.deadline_ms;
   if (flags.max_pending) config->filter.max_pending_flows = *flags.max_pending;
   if (flags.inbound) config->filter.inbound = true;
+  if (flags.no_reuse) config->filter.reuse_verdicts = false;
   if (flags.log_level) {
     std::optional<LogLevel> level = ParseLogLevel(*flags.log_level);
     if (!level) {

@@ -106,6 +106,8 @@ class FlowTable {
   void ReleaseAll();
 
   size_t pending() const { return flows_.size(); }
+  // The id of the newest question asked (0 before the first); ids only grow.
+  uint64_t last_question_id() const { return next_question_id_ - 1; }
   size_t remembered() const { return remembered_.size(); }
   const FlowTableCounters& counters() const { return counters_; }
 

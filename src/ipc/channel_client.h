@@ -74,6 +74,7 @@ struct Decision {
   DecisionSource source = DecisionSource::kDaemon;
   uint32_t cache_ttl_ms = 0;               // with CacheScope::kDestination
   const FlowQuestion* question = nullptr;  // what was asked; valid during the handler call only
+  bool cache_until_dns = false;            // with kDestination: until DNS names the address
 };
 
 struct ClientStatus {

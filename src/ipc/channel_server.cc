@@ -135,11 +135,14 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
     Verdict v = s_.analyzer_.Decide(q);
     v.id = q.id;  // the analyzer cannot answer a different question than it was asked
     // Only a filter of 1.2 or later knows the destination scope (and reports what it decides
-    // from it); to anyone else such a verdict is an ordinary one.
+    // from it), and only one of 1.3 or later drops a verdict that used names when DNS renames
+    // its address; to anyone else such a verdict is an ordinary one.
     if (v.cache == CacheScope::kDestination &&
-        (c_.role != Role::kFilter || c_.minor < kDestinationCacheMinor)) {
+        (c_.role != Role::kFilter || c_.minor < kDestinationCacheMinor ||
+         (v.cache_until_dns && c_.minor < kNamedDestinationCacheMinor))) {
       v.cache = CacheScope::kFlow;
       v.cache_ttl_ms = 0;
+      v.cache_until_dns = false;
     }
     if (LogEnabled(LogLevel::kDebug)) {
       TG_LOG_DEBUG("%s %s:%u -> %s:%u uid %u: %s", ProtocolName(q.tuple.protocol).c_str(),

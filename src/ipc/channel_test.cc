@@ -37,6 +37,7 @@ class PortAnalyzer final : public analysis::Analyzer {
     v.action = q.tuple.dst_port == 23 ? Action::kDeny : Action::kAllow;
     v.cache = scope;
     v.cache_ttl_ms = scope == CacheScope::kDestination ? 1000 : 0;
+    v.cache_until_dns = scope == CacheScope::kDestination && until_dns;
     v.reason = v.action == Action::kDeny ? "deny: rule \"no-telnet\"" : "allow: rule \"rest\"";
     return v;
   }
@@ -44,6 +45,7 @@ class PortAnalyzer final : public analysis::Analyzer {
   int decided = 0;
   int decided_before_first_23 = -1;      // questions decided before the first one for port 23
   CacheScope scope = CacheScope::kFlow;  // what every verdict says
+  bool until_dns = false;                // with kDestination: the decision used names
   std::vector<std::pair<FlowQuestion, Action>> reused;
   void ObserveDecided(const FlowQuestion& q, Action a) override { reused.emplace_back(q, a); }
   size_t dns_bytes = 0;
@@ -457,6 +459,13 @@ TEST_F(ChannelTest, DestinationScopeOnlyForFiltersThatKnowIt) {
   EXPECT_EQ(ask(Role::kProbe, kDestinationCacheMinor), CacheScope::kFlow);
   EXPECT_EQ(analyzer_.reused.size(), 2u) << "both filters' notices; the probe's is ignored";
   EXPECT_EQ(server_->counters().decided_by_filters, 2u);
+  // A decision that used names is reusable only by a filter that drops it on a DNS reply (1.3).
+  analyzer_.until_dns = true;
+  EXPECT_EQ(ask(Role::kFilter, kNamedDestinationCacheMinor), CacheScope::kDestination);
+  EXPECT_TRUE(seen.verdicts.at(0).cache_until_dns);
+  EXPECT_EQ(ask(Role::kFilter, kNamedDestinationCacheMinor - 1), CacheScope::kFlow);
+  EXPECT_FALSE(seen.verdicts.at(0).cache_until_dns);
+  EXPECT_EQ(seen.verdicts.at(0).cache_ttl_ms, 0u);
 }
 
 // Decided notices are only for the daemon's log: they wait for company (a question, a full

@@ -236,6 +236,7 @@ Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor) {
         verdict.reason.assign(View(v->reason()));
         verdict.cache = static_cast<CacheScope>(v->cache());
         verdict.cache_ttl_ms = v->cache_ttl_ms();
+        verdict.cache_until_dns = v->cache_until_dns();
         visitor.OnVerdict(verdict);
         break;
       }
@@ -280,6 +281,7 @@ Status DecodeMessage(std::span<const uint8_t> bytes, ItemVisitor& visitor) {
         report.first_queue = f->first_queue();
         report.last_queue = f->last_queue();
         report.fail_open = f->fail_open();
+        report.reused = f->reused();
         visitor.OnFilterReport(report);
         break;
       }
@@ -384,7 +386,8 @@ void MessageBuilder::AddVerdict(const Verdict& v) {
   if (finished_) Reset();
   auto reason = fbb_->CreateString(std::string_view(v.reason).substr(0, kMaxReasonBytes));
   auto off = w::CreateVerdict(*fbb_, v.id, static_cast<w::Action>(v.action), v.inspect_bytes,
-                              reason, static_cast<w::CacheScope>(v.cache), v.cache_ttl_ms);
+                              reason, static_cast<w::CacheScope>(v.cache), v.cache_ttl_ms,
+                              v.cache_until_dns);
   Push(static_cast<uint8_t>(w::Item::Verdict), off.o);
 }
 
@@ -426,6 +429,7 @@ void MessageBuilder::AddFilterReport(const FilterReport& r) {
   b.add_queue_enobufs(r.queue_enobufs);
   b.add_verdict_errors(r.verdict_errors);
   b.add_channel_dropped(r.channel_dropped);
+  b.add_reused(r.reused);
   b.add_pending(r.pending);
   b.add_max_pending(r.max_pending);
   b.add_first_queue(r.first_queue);

@@ -21,11 +21,14 @@ class FlatBufferBuilder;
 namespace tollgate::ipc {
 
 inline constexpr uint16_t kProtocolMajor = 1;
-inline constexpr uint16_t kProtocolMinor = 2;
+inline constexpr uint16_t kProtocolMinor = 3;
 // The first minor version with FilterReport: never sent to a daemon that announced less.
 inline constexpr uint16_t kFilterReportMinor = 1;
 // The first with CacheScope Destination (daemon to filter) and Decided (filter to daemon).
 inline constexpr uint16_t kDestinationCacheMinor = 2;
+// The first with Verdict.cache_until_dns (a filter that drops such a verdict on a DNS reply) and
+// FilterReport.reused.
+inline constexpr uint16_t kNamedDestinationCacheMinor = 3;
 // One SEQPACKET datagram. Large enough for a batch of 64 questions that each carry an inspection
 // payload of a few hundred bytes; the builder starts a new message before crossing it.
 inline constexpr size_t kMaxMessageBytes = 64 * 1024;
@@ -84,6 +87,7 @@ struct FilterReport {
   uint16_t first_queue = 0;
   uint16_t last_queue = 0;
   bool fail_open = false;  // as the wire's default
+  uint64_t reused = 0;     // (1.3) new flows decided from a kept verdict
 
   uint64_t fallbacks() const {
     return fallbacks_deadline + fallbacks_daemon_away + fallbacks_overflow;
@@ -149,7 +153,7 @@ class MessageBuilder {
   bool WouldFit(size_t item_bytes) const;
   static size_t EstimateQuestionBytes(const FlowQuestion& q) { return 96 + q.payload.size(); }
   static size_t EstimateVerdictBytes(const Verdict& v) { return 64 + v.reason.size(); }
-  static constexpr size_t kFilterReportBytes = 160;
+  static constexpr size_t kFilterReportBytes = 176;
 
   std::span<const uint8_t> Finish();
   void Reset();

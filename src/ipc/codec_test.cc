@@ -144,6 +144,7 @@ FilterReport SampleReport() {
   r.first_queue = 14;
   r.last_queue = 15;
   r.fail_open = false;
+  r.reused = 16;
   return r;
 }
 
@@ -175,15 +176,19 @@ TEST(CodecTest, DestinationScopeAndDecidedRoundTrip) {
   v.cache = CacheScope::kDestination;
   v.cache_ttl_ms = 60'000;
   b.AddVerdict(v);
+  v.cache_until_dns = true;  // (1.3)
+  b.AddVerdict(v);
   FlowQuestion q = SampleQuestion(6, true);
   q.payload.clear();
   b.AddDecided(q, Action::kDeny);
   auto bytes = Copy(b.Finish());
   Recorder r;
   ASSERT_TRUE(DecodeMessage(bytes, r));
-  ASSERT_EQ(r.verdicts.size(), 1u);
+  ASSERT_EQ(r.verdicts.size(), 2u);
   EXPECT_EQ(r.verdicts[0].cache, CacheScope::kDestination);
   EXPECT_EQ(r.verdicts[0].cache_ttl_ms, 60'000u);
+  EXPECT_FALSE(r.verdicts[0].cache_until_dns);
+  EXPECT_TRUE(r.verdicts[1].cache_until_dns);
   ASSERT_EQ(r.decided.size(), 1u);
   EXPECT_EQ(r.decided[0].second, Action::kDeny);
   EXPECT_EQ(r.decided[0].first.id, 6u);

@@ -68,7 +68,7 @@ golden status "$W/status_json.out" "$NORMALISE_STATUS"
 tg status status
 check_eq "status: exit 0" 0 "$TG_STATUS"
 check "status: a table for people" log_has "$W/status.out" '^rules: +1 loaded'
-check "status: the filters' totals" log_has "$W/status.out" '^filter reports: fallbacks 0, queue drops 0$'
+check "status: the filters' totals" log_has "$W/status.out" '^filter reports: fallbacks 0, queue drops 0, reused verdicts 0$'
 check "status: the probe's row, without a report" \
   log_has "$W/status.out" "^$probe_pid +probe .* 3 +3 +- +- +- +-\$"
 tg stats_json stats --json
