@@ -77,7 +77,7 @@ struct FilterSettings {
   // Decide a new flow from a verdict the daemon marked reusable for its destination (direction,
   // protocol, remote address, destination port, uid) instead of asking again; reported to the
   // daemon afterwards. Off by default for now (docs/configuration.md).
-  bool reuse_verdicts = false;
+  bool reuse_verdicts = true;
   uint32_t inspect_max_bytes = 2048;
   // After asking, read the daemon's answers without sleeping for up to this long (0 = never):
   // a verdict usually arrives sooner than a sleeping filter would be woken for it.

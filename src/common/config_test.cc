@@ -39,6 +39,7 @@ TEST(ParseConfigTest, EmptyTextGivesEveryDefault) {
   EXPECT_EQ(config->filter.queues, (QueueRange{0, 0}));
   EXPECT_FALSE(config->filter.inbound);
   EXPECT_EQ(config->filter.inspect_max_bytes, 2048u);
+  EXPECT_TRUE(config->filter.reuse_verdicts);
   EXPECT_EQ(config->filter.reply_spin_us, 0u);
 }
 
@@ -76,7 +77,7 @@ max_pending_flows = 1000
 queues = "2-5"
 inbound = true
 inspect_max_bytes = 4096
-reuse_verdicts = true
+reuse_verdicts = false
 )";
   auto config = ParseConfig(text, "t.toml");
   ASSERT_TRUE(config) << config.error().message;
@@ -99,7 +100,7 @@ reuse_verdicts = true
   EXPECT_EQ(config->filter.max_pending_flows, 1000u);
   EXPECT_EQ(config->filter.queues, (QueueRange{2, 5}));
   EXPECT_TRUE(config->filter.inbound);
-  EXPECT_TRUE(config->filter.reuse_verdicts);
+  EXPECT_FALSE(config->filter.reuse_verdicts) << "the default is true";
   EXPECT_EQ(config->filter.inspect_max_bytes, 4096u);
 }
 

@@ -66,7 +66,8 @@ run_storm() {
   policy=$1
   local offset=$2
   echo "== $policy"
-  start_filter "$W/filter-$policy.log" --fallback "$policy"
+  # The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+  start_filter "$W/filter-$policy.log" --fallback "$policy" --no-reuse
   must "$policy: the filter is connected to the daemon" wait_filter_session 1
   must "$policy: a daemon is running" daemon_running
   local runs0 kills=$W/kills-$policy

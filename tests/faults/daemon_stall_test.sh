@@ -19,7 +19,8 @@ write_config
 add_rule drop-2424 deny tcp port=2424
 tcp_echo_server 8080 2424
 start_daemon_by_hand "$W/tollgated.log"
-start_filter "$W/filter.log" --fallback fail_open --deadline-ms 300
+# The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+start_filter "$W/filter.log" --fallback fail_open --deadline-ms 300 --no-reuse
 must "the filter is connected to the daemon" wait_filter_session 1
 
 # hold PORT GO_FILE OUT (inside NS): one connection that echoes a line, waits for GO_FILE (at most

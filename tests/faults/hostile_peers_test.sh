@@ -33,7 +33,8 @@ byte_server 8080
 byte_server 2323
 log=$W/tollgated.log
 start_daemon_by_hand "$log"
-start_filter "$W/filter.log" --fallback fail_open
+# The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+start_filter "$W/filter.log" --fallback fail_open --no-reuse
 must "the filter is connected to the daemon" wait_filter_session 1
 
 kinds=$((peers / 5))

@@ -30,7 +30,8 @@ overflow() {
   local policy=$1 offset=$2
   echo "== $policy"
   # A deadline long enough that the Q questions asked at once after the stall are all answered.
-  start_filter "$W/filter-$policy.log" --fallback "$policy" --deadline-ms 10000
+  # The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+  start_filter "$W/filter-$policy.log" --fallback "$policy" --deadline-ms 10000 --no-reuse
   must "$policy: the filter is connected to the daemon" wait_filter_session 1
   local qlen
   qlen=$(grep -oE 'queue length [0-9]+' "$FILTER_LOG" | tail -n 1 | cut -d' ' -f3)

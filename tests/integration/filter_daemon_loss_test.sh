@@ -40,7 +40,8 @@ stream() {
 outage() {
   local policy=$1 out=$W/stream-$1.txt stop=$W/stream-$1.stop
   echo "== $policy"
-  start_filter "$W/filter-$policy.log" --fallback "$policy" --deadline-ms 300
+  # The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+  start_filter "$W/filter-$policy.log" --fallback "$policy" --deadline-ms 300 --no-reuse
   must "$policy: the filter is connected to the daemon" wait_filter_session 1
 
   spawn /dev/null "$W/stream-$policy.log" ip netns exec "$NS" \

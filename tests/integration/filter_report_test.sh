@@ -17,7 +17,8 @@ source "$(dirname "$0")/filter_lib.sh"
 write_config
 tcp_echo_server 8080
 start_daemon_by_hand "$W/tollgated.log"
-start_filter "$W/filter.log" --fallback fail_open --deadline-ms 1000
+# The daemon answers every new flow here (--no-reuse): this is a test of the ask path.
+start_filter "$W/filter.log" --fallback fail_open --deadline-ms 1000 --no-reuse
 must "the filter is connected to the daemon" wait_filter_session 1
 CONTROL=$RUNTIME_DIR/control.sock
 

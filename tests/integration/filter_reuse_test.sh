@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3: with [filter] reuse_verdicts, a verdict the daemon marked reusable for its destination
+# Issue 3: with [filter] reuse_verdicts (the default), a verdict the daemon marked reusable for its destination
 # decides the next new flows to that destination in the filter, without a question; each is
 # reported to the daemon afterwards; a rule change makes the filter forget what it kept.
 #   - rules: tcp/8080 allowed, tcp/2323 rejected (port-only rules: nothing but the tuple is used);
