@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/bench connect: the cost of a new loopback TCP connection, in a fresh network namespace,
-# four ways in one run: no filter, a minimal accept-all NFQUEUE reader (the floor), Tollgate
-# (filter + daemon, allow rule: every new flow asked), and Tollgate with [filter] reuse_verdicts
-# (the port-only allow reused for the destination after the first flow). Prints one JSON object.
+# four ways in one run: no filter, a minimal accept-all NFQUEUE reader (the floor), Tollgate as
+# installed (filter + daemon, allow rule, the default settings: after the first flow the daemon's
+# port-only allow is reused by the filter for the destination, each flow still logged by the
+# daemon), and Tollgate asking the daemon about every new flow ([filter] reuse_verdicts = false,
+# the `tollgate_asked_*` fields). Prints one JSON object.
 # Needs root. Loopback only.
 set -euo pipefail
 b=$(cd "${1:?usage: connect_bench.sh BUILD_DIR}" && pwd)
@@ -45,7 +47,7 @@ floor_rate=$(in_ns "$b/bench/connect-probe" rate --port 8080 --seconds 3 --paral
 kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true
 in_ns iptables -t mangle -D OUTPUT -p tcp --syn -j NFQUEUE --queue-num 7
 
-# 3. Tollgate: daemon (allow rule) + filter in the namespace.
+# 3. Tollgate: daemon (allow rule) + filter in the namespace, default settings.
 mkdir -p "$dir/rules.d"
 cat >"$dir/tollgate.toml" <<TOML
 [tollgate]
@@ -86,24 +88,23 @@ with_filter() {
   wait "$filter_pid" 2>/dev/null || true
   for _ in $(seq 100); do chains_in || break; sleep 0.05; done
 }
-tollgate="" rate="" reuse="" reuse_rate=""
+tollgate="" rate="" asked="" asked_rate=""
 with_filter "$dir/tollgate.toml" "$dir/filter.log" tollgate rate
 
-# 4. The same with [filter] reuse_verdicts: after the first connection, the port-only allow is
-# reused for the destination by the filter (each flow is still reported to the daemon).
-sed 's/^\[filter\]$/[filter]\nreuse_verdicts = true/' "$dir/tollgate.toml" >"$dir/reuse.toml"
-with_filter "$dir/reuse.toml" "$dir/filter-reuse.log" reuse reuse_rate
+# 4. The same asking the daemon about every new flow: a round trip per connection.
+sed 's/^\[filter\]$/[filter]\nreuse_verdicts = false/' "$dir/tollgate.toml" >"$dir/asked.toml"
+with_filter "$dir/asked.toml" "$dir/filter-asked.log" asked asked_rate
 
 n50=$(json_field "$none" p50_us); n99=$(json_field "$none" p99_us)
 f50=$(json_field "$floor" p50_us); f99=$(json_field "$floor" p99_us)
 t50=$(json_field "$tollgate" p50_us); t99=$(json_field "$tollgate" p99_us)
 fps=$(json_field "$rate" flows_per_s)
-r50=$(json_field "$reuse" p50_us); r99=$(json_field "$reuse" p99_us)
-rfps=$(json_field "$reuse_rate" flows_per_s)
+a50=$(json_field "$asked" p50_us); a99=$(json_field "$asked" p99_us)
+afps=$(json_field "$asked_rate" flows_per_s)
 nfps=$(json_field "$none_rate" flows_per_s); ffps=$(json_field "$floor_rate" flows_per_s)
 added_ratio() { awk -v n="$n50" -v f="$f50" -v t="$1" 'BEGIN { d = f - n; if (d <= 0) d = 0.001; printf "%.2f", (t - n) / d }'; }
 ratio=$(added_ratio "$t50")
-rratio=$(added_ratio "$r50")
-printf '{"connections":%s,"none_p50_us":%s,"none_p99_us":%s,"none_flows_per_s":%s,"nfq_floor_p50_us":%s,"nfq_floor_p99_us":%s,"nfq_floor_flows_per_s":%s,"tollgate_p50_us":%s,"tollgate_p99_us":%s,"tollgate_flows_per_s":%s,"added_p50_ratio_vs_floor":%s,"tollgate_reuse_p50_us":%s,"tollgate_reuse_p99_us":%s,"tollgate_reuse_flows_per_s":%s,"added_p50_ratio_reuse_vs_floor":%s,"none":%s,"floor":%s,"tollgate":%s,"rate":%s,"reuse":%s,"reuse_rate":%s}\n' \
-  "$count" "$n50" "$n99" "$nfps" "$f50" "$f99" "$ffps" "$t50" "$t99" "$fps" "$ratio" "$r50" "$r99" "$rfps" "$rratio" \
-  "$none" "$floor" "$tollgate" "$rate" "$reuse" "$reuse_rate"
+aratio=$(added_ratio "$a50")
+printf '{"connections":%s,"none_p50_us":%s,"none_p99_us":%s,"none_flows_per_s":%s,"nfq_floor_p50_us":%s,"nfq_floor_p99_us":%s,"nfq_floor_flows_per_s":%s,"tollgate_p50_us":%s,"tollgate_p99_us":%s,"tollgate_flows_per_s":%s,"added_p50_ratio_vs_floor":%s,"tollgate_asked_p50_us":%s,"tollgate_asked_p99_us":%s,"tollgate_asked_flows_per_s":%s,"added_p50_ratio_asked_vs_floor":%s,"none":%s,"floor":%s,"tollgate":%s,"rate":%s,"asked":%s,"asked_rate":%s}\n' \
+  "$count" "$n50" "$n99" "$nfps" "$f50" "$f99" "$ffps" "$t50" "$t99" "$fps" "$ratio" "$a50" "$a99" "$afps" "$aratio" \
+  "$none" "$floor" "$tollgate" "$rate" "$asked" "$asked_rate"
