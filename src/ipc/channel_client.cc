@@ -212,6 +212,13 @@ void ChannelClient::ConnectFailed(std::string why) {
 
 void ChannelClient::Disconnected(std::string why) {
   ++status_.disconnects;
+  // Verdicts a daemon let us keep were made by its rules; whoever answers next (the same daemon
+  // after a lost connection, or a new one that may have loaded other rules) decides afresh.
+  if (on_forget_) {
+    ForgetSelector all;
+    all.all = true;
+    on_forget_(all);
+  }
   bool said_goodbye = goodbye_;
   if (!said_goodbye) {
     TG_LOG_WARNING("analysis channel lost: %s; reconnecting", why.c_str());

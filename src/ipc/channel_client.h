@@ -150,6 +150,7 @@ class ChannelClient {
   // process is woken for it; the packet path trades that much CPU for latency (0 = never spin).
   void AwaitReplies(Duration budget);
 
+  // The daemon's Forget, and Forget{all} when a session ends (Goodbye or a lost connection).
   void OnForget(ForgetHandler handler) { on_forget_ = std::move(handler); }
   // Called after each batch of messages from the daemon has been handled, so a caller that
   // collects work from many decisions (NFQUEUE verdicts) can send it at once, in the same loop

@@ -495,6 +495,30 @@ TEST_F(ChannelTest, DecidedNoticesWaitForCompanyAndAreSentOnStop) {
   EXPECT_EQ(client_->status().decided_dropped, 0u);
 }
 
+// Kept verdicts were made by the daemon of this session: when it ends (Goodbye or a lost
+// connection), the client tells its owner to forget them all.
+TEST_F(ChannelTest, EndOfASessionForgetsEverythingKept) {
+  ServerOptions opts;
+  opts.idle_exit = milliseconds(100);
+  StartServer(opts);
+  StartClient();
+  std::vector<ForgetSelector> forgets;
+  client_->OnForget([&](const ForgetSelector& s) { forgets.push_back(s); });
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  EXPECT_TRUE(forgets.empty());
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kIdle; }))
+      << "the daemon said Goodbye (idle)";
+  ASSERT_EQ(forgets.size(), 1u);
+  EXPECT_TRUE(forgets[0].all);
+  server_.reset();
+  StartServer();
+  client_->Start();
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  server_.reset();  // a crash: the connection is lost without Goodbye
+  ASSERT_TRUE(RunUntil([&] { return forgets.size() == 2; }));
+  EXPECT_TRUE(forgets[1].all);
+}
+
 TEST_F(ChannelTest, ALoneDecidedNoticeGoesAfterTheDelay) {
   StartServer();
   ClientOptions opts;

@@ -8,7 +8,9 @@
 #   - the daemon counts the 8 as decided by the filter (decided_by_filters);
 #   - the rules change (SIGHUP: 8080 rejected now): the daemon sends Forget, the filter drops what
 #     it kept, and the next 8080 connection is asked again and refused;
-#   - a rule that needs the process (exe) is never reused: every such flow is asked.
+#   - a rule that needs the process (exe) is never reused: every such flow is asked;
+#   - the daemon stops: the filter forgets what it kept, so a daemon started with other rules
+#     (2323 allowed now) is asked about the next 2323 connection, which then connects.
 # shellcheck source=tests/integration/filter_lib.sh
 source "$(dirname "$0")/filter_lib.sh"
 
@@ -71,4 +73,24 @@ $(($(counter answered) - $(counter answered "$c2"))) $(($(counter reused) - $(co
 stop_daemon "$DAEMON_PID" "$W/tollgated.log"
 check_eq "daemon: 8 flows decided by the filter, a Forget per rule change" "8 2" \
   "$(exit_counter "$W/tollgated.log" decided_by_filters) $(exit_counter "$W/tollgated.log" forgets_sent)"
+
+# What the filter kept came from a daemon's rules: when its session ends, it is forgotten, so a
+# daemon started with other rules (edited while none ran) decides the next flow itself.
+start_daemon_by_hand "$W/tollgated-2.log"
+tcp_outcome 127.0.0.1 2323
+tcp_outcome 127.0.0.1 2323
+check_eq "a new daemon, the same rules: 2323 refused" refused "$OUTCOME"
+must "the filter keeps that reject" eval 'filter_counters; (($(counter reuse_kept) >= 1))'
+stop_daemon "$DAEMON_PID" "$W/tollgated-2.log"
+must "the filter forgot it when the session ended" wait_until 5000 eval \
+  'filter_counters; [[ $(counter reuse_kept) == 0 ]]'
+add_rule allow-2323 allow tcp port=2323 priority=100
+start_daemon_by_hand "$W/tollgated-3.log"
+filter_counters
+c3=$COUNTERS
+tcp_outcome 127.0.0.1 2323
+filter_counters
+check_eq "the next daemon allows 2323 (its rules), and the filter asked it" "echoed 1 1 0" \
+  "$OUTCOME $(($(counter questions) - $(counter questions "$c3"))) \
+$(($(counter answered) - $(counter answered "$c3"))) $(($(counter reused) - $(counter reused "$c3")))"
 kill_filter TERM 5000
