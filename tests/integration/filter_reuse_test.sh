@@ -81,6 +81,10 @@ tcp_outcome 127.0.0.1 2323
 tcp_outcome 127.0.0.1 2323
 check_eq "a new daemon, the same rules: 2323 refused" refused "$OUTCOME"
 must "the filter keeps that reject" eval 'filter_counters; (($(counter reuse_kept) >= 1))'
+# The reused flow's notice waits up to 20 ms; stopping the daemon before it goes would make the
+# filter reconnect to deliver it, and this daemon (started by hand) is not there to take it.
+must "the filter reported every reused flow" wait_until 2000 eval \
+  'filter_counters; (($(counter decided_sent) == $(counter reused)))'
 stop_daemon "$DAEMON_PID" "$W/tollgated-2.log"
 must "the filter forgot it when the session ended" wait_until 5000 eval \
   'filter_counters; [[ $(counter reuse_kept) == 0 ]]'
