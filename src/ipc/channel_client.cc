@@ -365,9 +365,9 @@ void ChannelClient::SendDecided() {
     unsent_decided_.clear();
     return;
   }
-  for (const auto& [q, action] : unsent_decided_) {
-    AddToBatch(MessageBuilder::EstimateQuestionBytes(q) + 16,
-               [&](MessageBuilder& b) { b.AddDecided(q, action); });
+  for (const auto& notice : unsent_decided_) {
+    AddToBatch(MessageBuilder::EstimateQuestionBytes(notice.first) + 16,
+               [&](MessageBuilder& b) { b.AddDecided(notice.first, notice.second); });
   }
   status_.decided_sent += unsent_decided_.size();
   unsent_decided_.clear();
