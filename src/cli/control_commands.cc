@@ -248,11 +248,10 @@ int RunStats(const Common& c) {
   json reply;
   if (int code = Simple(c, "stats", "GetStatus", json::object(), &reply)) return code;
   const json& st = Field(reply, "status").is_object() ? Field(reply, "status") : reply;
-  static const char* kCounters[] = {"uptime_seconds", "questions",        "verdicts",
-                                    "fallbacks",      "queue_lost",       "reused",
-                                    "inspections",
-                                    "peers_refused",  "rules_loaded",     "rule_set_version",
-                                    "known_names",    "flow_log_dropped", "subscribers"};
+  static const char* kCounters[] = {
+      "uptime_seconds", "questions",        "verdicts",      "fallbacks",    "queue_lost",
+      "reused",         "inspections",      "peers_refused", "rules_loaded", "rule_set_version",
+      "known_names",    "flow_log_dropped", "subscribers"};
   // From a filter's own report; null (JSON) or left out (table) for a peer without one.
   static const char* kReported[] = {"pending", "fallbacks", "queue_lost", "reused"};
   if (c.json) {

@@ -504,8 +504,7 @@ class Filter {
         ULL(t.remembered_hits), ULL(t.overflow), table_->pending(), ULL(counters_.dns_observations),
         ULL(q.lost), ULL(q.parse_errors), ULL(q.verdict_errors), ULL(c.messages_dropped),
         ULL(verdicts_.counters().hits), verdicts_.size(), ULL(verdicts_.counters().renamed),
-        ULL(c.decided_sent),
-        ULL(c.decided_dropped), ipc::ChannelStateName(c.state));
+        ULL(c.decided_sent), ULL(c.decided_dropped), ipc::ChannelStateName(c.state));
   }
   static unsigned long long ULL(uint64_t v) { return static_cast<unsigned long long>(v); }
 

@@ -7,8 +7,8 @@ namespace {
 
 using std::chrono::seconds;
 
-FlowQuestion Outbound(uint8_t last_octet, uint16_t src_port, uint16_t dst_port,
-                      uint32_t uid = 1000, uint64_t id = 1) {
+FlowQuestion Outbound(uint8_t last_octet, uint16_t src_port, uint16_t dst_port, uint32_t uid = 1000,
+                      uint64_t id = 1) {
   FlowQuestion q;
   q.id = id;
   q.tuple.src = IpAddress::V4(127, 0, 0, 1);

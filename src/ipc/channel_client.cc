@@ -524,8 +524,8 @@ void ChannelClient::OnVerdict(const Verdict& v) {
     return;
   }
   ++status_.answered;
-  Decision d{v.id,           v.action, v.inspect_bytes, v.cache, v.reason, DecisionSource::kDaemon,
-             v.cache_ttl_ms, &*q,  v.cache_until_dns};
+  Decision d{v.id,           v.action, v.inspect_bytes,  v.cache, v.reason, DecisionSource::kDaemon,
+             v.cache_ttl_ms, &*q,      v.cache_until_dns};
   on_decision_(d);
 }
 

@@ -385,9 +385,9 @@ uint32_t MessageBuilder::BuildQuestion(const FlowQuestion& q) {
 void MessageBuilder::AddVerdict(const Verdict& v) {
   if (finished_) Reset();
   auto reason = fbb_->CreateString(std::string_view(v.reason).substr(0, kMaxReasonBytes));
-  auto off = w::CreateVerdict(*fbb_, v.id, static_cast<w::Action>(v.action), v.inspect_bytes,
-                              reason, static_cast<w::CacheScope>(v.cache), v.cache_ttl_ms,
-                              v.cache_until_dns);
+  auto off =
+      w::CreateVerdict(*fbb_, v.id, static_cast<w::Action>(v.action), v.inspect_bytes, reason,
+                       static_cast<w::CacheScope>(v.cache), v.cache_ttl_ms, v.cache_until_dns);
   Push(static_cast<uint8_t>(w::Item::Verdict), off.o);
 }
 
