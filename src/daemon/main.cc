@@ -83,7 +83,7 @@ std::string CountersLine(const ipc::ServerCounters& c) {
   std::snprintf(
       line, sizeof(line),
       "accepted=%llu refused=%llu handshakes=%llu version_refused=%llu questions=%llu "
-      "verdicts=%llu dns=%llu malformed=%llu oversize=%llu protocol_errors=%llu "
+      "verdicts=%llu dns=%llu dns_ignored=%llu malformed=%llu oversize=%llu protocol_errors=%llu "
       "over_limit=%llu handshake_timeouts=%llu filter_reports=%llu reports_ignored=%llu "
       "decided_by_filters=%llu forgets_sent=%llu",
       static_cast<unsigned long long>(c.accepted), static_cast<unsigned long long>(c.peers_refused),
@@ -91,6 +91,7 @@ std::string CountersLine(const ipc::ServerCounters& c) {
       static_cast<unsigned long long>(c.version_refused),
       static_cast<unsigned long long>(c.questions), static_cast<unsigned long long>(c.verdicts),
       static_cast<unsigned long long>(c.dns_observations),
+      static_cast<unsigned long long>(c.dns_ignored),
       static_cast<unsigned long long>(c.malformed_messages),
       static_cast<unsigned long long>(c.oversize_messages),
       static_cast<unsigned long long>(c.protocol_errors),

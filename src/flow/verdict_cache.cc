@@ -38,8 +38,13 @@ bool VerdictCache::NamedSince(const IpAddress& remote, uint64_t question_id) con
 void VerdictCache::NamedByDns(const IpAddress& address, uint64_t last_question_id) {
   if (max_entries_ == 0) return;
   FlowKey key = AddressKey(address);
-  uint64_t& newest = named_[key];
-  newest = std::max(newest, last_question_id);
+  auto [it, added] = named_.try_emplace(key, last_question_id);
+  if (!added) {
+    // The same address again with no newer question asked: nothing changes, nothing to record
+    // (a flood of replies naming one address must not grow the record).
+    if (it->second >= last_question_id) return;
+    it->second = last_question_id;
+  }
   named_order_.emplace_back(last_question_id, key);
   while (named_.size() > max_named_ && !named_order_.empty()) {
     auto [id, oldest] = named_order_.front();
@@ -90,7 +95,6 @@ void VerdictCache::Insert(const FlowQuestion& question, Action action, Duration 
   if (until_dns && NamedSince(key.tuple.dst, question.id)) {
     // A DNS reply named the address while the question was out: the daemon may know more now.
     ++counters_.renamed;
-    entries_.erase(key);
     return;
   }
   // The front of the order is the oldest: drop what expired, and one more if we are full (a new

@@ -60,6 +60,9 @@ class VerdictCache {
   void Forget(const ForgetSelector& selector);
 
   size_t size() const { return entries_.size(); }
+  // The record of named addresses (bounded by max_named) and its order (at most twice that).
+  size_t named_size() const { return named_.size(); }
+  size_t named_order_size() const { return named_order_.size(); }
   const VerdictCacheCounters& counters() const { return counters_; }
 
  private:

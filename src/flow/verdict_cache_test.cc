@@ -159,6 +159,18 @@ TEST_F(VerdictCacheTest, TheRecordOfNamedAddressesIsBoundedAndErrsTowardsAsking)
   // Naming one address again and again never grows the record past the bound.
   for (uint64_t id = 40; id < 2000; ++id) small.NamedByDns(IpAddress::V4(10, 0, 1, 100), id);
   EXPECT_EQ(small.Find(Outbound(2, 3, 443), t0_), Action::kAllow);
+  EXPECT_LE(small.named_size(), 4u);
+  EXPECT_LE(small.named_order_size(), 2 * 4u + 16);
+}
+
+// A flood of replies naming the same addresses with no question in between (a resolver that
+// repeats itself, or a hostile one) costs nothing and records nothing more.
+TEST_F(VerdictCacheTest, RepliesRepeatingThemselvesDoNotGrowTheRecord) {
+  for (int i = 0; i < 100'000; ++i) {
+    cache_.NamedByDns(IpAddress::V4(10, 0, 2, static_cast<uint8_t>(i % 3)), 77);
+  }
+  EXPECT_EQ(cache_.named_size(), 3u);
+  EXPECT_EQ(cache_.named_order_size(), 3u);
 }
 
 }  // namespace

@@ -122,6 +122,10 @@ void ChannelClient::Stop() {
   if (status_.state == ChannelState::kConnected) {
     SendDecided();  // the daemon logs what we decided, even as we go
     SendBatch();
+    status_.messages_dropped += outbox_.size();  // the daemon was not reading: they go unsent
+  } else {
+    status_.decided_dropped += unsent_decided_.size();  // no daemon to tell
+    unsent_decided_.clear();
   }
   FallbackAllPending(DecisionSource::kFallbackUnavailable);
   CloseSocket();
@@ -225,8 +229,10 @@ void ChannelClient::Disconnected(std::string why) {
     status_.last_error = std::move(why);
   }
   CloseSocket();
-  if (said_goodbye && pending_.empty() && unsent_decided_.empty()) {
-    status_.state = ChannelState::kIdle;  // reconnect when there is something to ask
+  if (said_goodbye && pending_.empty()) {
+    // Reconnect when there is something to ask. Decided notices still waiting go with the next
+    // session: they are for the log, not worth starting a daemon that is going idle.
+    status_.state = ChannelState::kIdle;
     return;
   }
   // Reconnect at once (a restarted daemon is usually there already, or socket activation holds
@@ -241,6 +247,7 @@ void ChannelClient::CloseSocket() {
   sd_event_source_disable_unref(io_source_);
   io_source_ = nullptr;
   sd_event_source_set_enabled(handshake_source_, SD_EVENT_OFF);
+  sd_event_source_set_enabled(decided_source_, SD_EVENT_OFF);  // notices wait for a Welcome
   fd_.Reset();
   outbox_.clear();
   batch_.Reset();
@@ -374,7 +381,8 @@ void ChannelClient::SendDecided() {
 }
 
 int ChannelClient::OnDecidedTimer(sd_event_source*, uint64_t, void* self) {
-  static_cast<ChannelClient*>(self)->SendDecided();
+  auto* client = static_cast<ChannelClient*>(self);
+  if (client->status_.state == ChannelState::kConnected) client->SendDecided();
   return 0;
 }
 

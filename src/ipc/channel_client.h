@@ -138,9 +138,10 @@ class ChannelClient {
   bool Report(const FilterReport& report);
   // A flow the caller decided itself from a destination-scoped verdict, for the daemon's log.
   // Up to kMaxUnsentDecided wait: for decided_delay, max_batch of them or the next question
-  // while connected to a daemon of protocol 1.2 or later, for the Welcome while connecting (a
-  // client that is idle connects, as a question would); dropped (counted in decided_dropped)
-  // when the daemon is unreachable, older, or not reading. Stop sends what waits.
+  // while connected to a daemon of protocol 1.2 or later; for the next Welcome while connecting
+  // or idle after a Goodbye (a client that is idle connects for a new notice, as a question
+  // would); dropped (counted in decided_dropped) when the daemon is unreachable, older, or not
+  // reading. Stop sends what waits if connected, and counts it dropped if not.
   void Decided(const FlowQuestion& question, Action action);
   static constexpr size_t kMaxUnsentDecided = 4096;
   // Sends what is batched now instead of at the end of this loop iteration.

@@ -158,6 +158,13 @@ class ChannelServer::Dispatcher final : public ItemVisitor {
 
   void OnDnsObservation(std::span<const uint8_t> reply) override {
     if (!Ready("DnsObservation")) return;
+    // Names come only from replies a filter saw on the wire: it is also the filter that drops
+    // the verdicts it kept for an address a reply names (cache_until_dns), which holds only if
+    // nobody else can teach the daemon a name.
+    if (c_.role != Role::kFilter) {
+      ++s_.counters_.dns_ignored;
+      return;
+    }
     ++s_.counters_.dns_observations;
     s_.analyzer_.ObserveDns(reply.data(), reply.size());
   }

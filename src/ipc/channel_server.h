@@ -59,6 +59,7 @@ struct ServerCounters {
   uint64_t questions = 0;
   uint64_t verdicts = 0;
   uint64_t dns_observations = 0;
+  uint64_t dns_ignored = 0;      // DNS observations from a peer whose Hello did not say filter
   uint64_t filter_reports = 0;   // kept: the last one per connection
   uint64_t reports_ignored = 0;  // from a peer whose Hello did not say role filter
   uint64_t connections_closed = 0;

@@ -519,6 +519,35 @@ TEST_F(ChannelTest, EndOfASessionForgetsEverythingKept) {
   EXPECT_TRUE(forgets[1].all);
 }
 
+// A notice waiting when the connection is lost waits through the reconnect (its timer must not
+// fire into the handshake and drop it) and goes on the new session.
+TEST_F(ChannelTest, ANoticeWaitsThroughAReconnect) {
+  StartServer();
+  ClientOptions opts;
+  opts.decided_delay = milliseconds(20);
+  StartClient(opts);
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnected; }));
+  client_->Decided(Question(7), Action::kAllow);
+  server_.reset();  // the daemon crashes; the socket stays, as systemd keeps it
+  ASSERT_TRUE(RunUntil([&] { return client_->status().state == ChannelState::kConnecting; }));
+  RunFor(milliseconds(60));  // past decided_delay, still in the handshake
+  EXPECT_EQ(client_->status().decided_dropped, 0u);
+  StartServer();
+  ASSERT_TRUE(RunUntil([&] { return analyzer_.reused.size() == 1; }));
+  EXPECT_EQ(client_->status().decided_sent, 1u);
+  EXPECT_EQ(client_->status().decided_dropped, 0u);
+}
+
+TEST_F(ChannelTest, StopWithoutADaemonCountsWaitingNoticesAsDropped) {
+  StartClient();  // into the backlog: nobody accepts
+  ASSERT_EQ(client_->status().state, ChannelState::kConnecting);
+  client_->Decided(Question(7), Action::kAllow);
+  client_->Decided(Question(8), Action::kDeny);
+  client_->Stop();
+  EXPECT_EQ(client_->status().decided_sent, 0u);
+  EXPECT_EQ(client_->status().decided_dropped, 2u);
+}
+
 TEST_F(ChannelTest, ALoneDecidedNoticeGoesAfterTheDelay) {
   StartServer();
   ClientOptions opts;
@@ -629,6 +658,12 @@ TEST_F(ChannelTest, FilterReportIsKeptOnlyFromAFilter) {
   ASSERT_TRUE(RunUntil([&] { return probe.status().state == ChannelState::kConnected; }));
   ASSERT_TRUE(probe.Report(Report(99)));
   ASSERT_TRUE(RunUntil([&] { return server_->counters().reports_ignored == 1; }));
+  // Nor may it teach the daemon names: only a filter saw the reply on the wire (and drops what
+  // it kept for the addresses it names).
+  const uint8_t reply[] = {1, 2, 3, 4};
+  probe.Observe(reply);
+  ASSERT_TRUE(RunUntil([&] { return server_->counters().dns_ignored == 1; }));
+  EXPECT_EQ(analyzer_.dns_bytes, 0u);
 
   std::vector<ConnectionInfo> conns = server_->Connections();
   ASSERT_EQ(conns.size(), 2u) << "an ignored report is not a protocol error";
