@@ -238,8 +238,9 @@ Verdict Engine::Decide(const FlowQuestion& question) { return DecideWithRule(que
 void Engine::ObserveDecided(const FlowQuestion& question, Action action) {
   counters_.decided_by_filters.fetch_add(1, std::memory_order_relaxed);
   if (!observer_) return;
-  // The filter reused a verdict that depended only on the tuple and uid: explaining the flow
-  // again names the rule (it costs no lookup: such a decision needs no name, process or payload).
+  // The filter reused a verdict that depended only on the tuple, the uid and perhaps the names
+  // the name map holds: explaining the flow again names the rule (it needs no process lookup or
+  // payload; the name map may have changed since, and then the branch below says so).
   Decision explained = Explain(question);
   DecisionRecord record;
   record.time = options_.wall_clock();

@@ -50,7 +50,8 @@ class NameMap {
 
   // Unexpired names of `address`, most recently observed first; within one reply the question
   // comes first, then the chain in order. `first_expiry`, if given, gets the time the first of
-  // them expires (unchanged when there are none): until then, only a new reply changes them.
+  // them expires (unchanged when there are none): until then, only a new reply changes them (or
+  // eviction at max_entries, which takes the pairs that expire soonest first).
   std::vector<std::string> NamesFor(const IpAddress& address, MonoTime now,
                                     MonoTime* first_expiry = nullptr) const;
 

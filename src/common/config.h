@@ -75,8 +75,8 @@ struct FilterSettings {
   QueueRange queues;
   bool inbound = false;  // also ask about new inbound flows
   // Decide a new flow from a verdict the daemon marked reusable for its destination (direction,
-  // protocol, remote address, destination port, uid) instead of asking again; reported to the
-  // daemon afterwards. Off by default for now (docs/configuration.md).
+  // protocol, remote address, destination port, uid, and the names DNS gave the address)
+  // instead of asking again; reported to the daemon afterwards (docs/configuration.md).
   bool reuse_verdicts = true;
   uint32_t inspect_max_bytes = 2048;
   // After asking, read the daemon's answers without sleeping for up to this long (0 = never):

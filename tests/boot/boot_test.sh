@@ -400,8 +400,8 @@ idle_round() {
   wait_until $(((idle_s + 10) * 1000)) inactive tollgated.service || return 1
   [[ $(prop tollgated.service Result) == success ]] || return 1
   denied_ok || return 1
-  # The flow may have been decided from the reject the filter kept (reuse_verdicts): then the
-  # filter connects only to report it, which starts the daemon a moment later.
+  # Waits, rather than looks once, for systemd to report the daemon active: the verdict may
+  # reach the client first.
   wait_until 5000 active tollgated.service
 }
 for i in 1 2 3 4; do

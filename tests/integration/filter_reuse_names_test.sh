@@ -28,7 +28,7 @@ add_rule reject-b-test reject tcp 'host="b.test"'
 spawn /dev/null "$W/dnsmasq.log" ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv \
   --no-hosts --bind-interfaces --listen-address=127.0.0.1 --port=53 --user=root \
   --pid-file="$W/dnsmasq.pid" --log-facility=- \
-  --address=/a.test/127.0.0.5 --address=/b.test/127.0.0.5
+  --address=/a.test/127.0.0.5 --address=/b.test/127.0.0.5 --local-ttl=3600
 must "dnsmasq listens on 127.0.0.1:53" wait_until 5000 _listening -u 53
 tcp_echo_server 8080
 start_daemon_by_hand "$W/tollgated.log" --log-level debug  # a line per decision
