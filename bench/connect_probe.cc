@@ -1,7 +1,10 @@
 // connect-probe: the load generator and server of `scripts/bench connect`.
 //   connect-probe server  --port P                 accept, send one byte, close (epoll, forever)
-//   connect-probe latency --port P --count N       N connections one after another; time from
+//   connect-probe latency --port P --count N [--first F]
+//                                                  N connections one after another; time from
 //                                                  connect() to the first byte; JSON p50/p99
+//                                                  (F: where the source rotation starts, so
+//                                                  that rounds of one run use other sources)
 //   connect-probe rate    --port P --seconds S --parallel K
 //                                                  K connections in flight for S seconds; JSON
 //                                                  completed flows per second
@@ -85,10 +88,10 @@ double OneConnection(uint16_t port, uint32_t n) {
   return us;
 }
 
-int Latency(uint16_t port, int count) {
+int Latency(uint16_t port, int count, int first) {
   std::vector<double> v;
   int failed = 0;
-  for (int i = 0; i < count; ++i) {
+  for (int i = first; i < first + count; ++i) {
     double us = OneConnection(port, static_cast<uint32_t>(i) * 7919u);
     if (us < 0) {
       ++failed;
@@ -160,7 +163,7 @@ int main(int argc, char** argv) {
   }
   std::string mode = argv[1];
   uint16_t port = 8080;
-  int count = 2000, parallel = 64;
+  int count = 2000, parallel = 64, first = 0;
   double seconds = 3;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string f = argv[i];
@@ -168,13 +171,15 @@ int main(int argc, char** argv) {
       port = static_cast<uint16_t>(std::atoi(argv[i + 1]));
     else if (f == "--count")
       count = std::atoi(argv[i + 1]);
+    else if (f == "--first")
+      first = std::atoi(argv[i + 1]);
     else if (f == "--parallel")
       parallel = std::atoi(argv[i + 1]);
     else if (f == "--seconds")
       seconds = std::atof(argv[i + 1]);
   }
   if (mode == "server") return Server(port);
-  if (mode == "latency") return Latency(port, count);
+  if (mode == "latency") return Latency(port, count, first);
   if (mode == "rate") return Rate(port, seconds, parallel);
   std::fprintf(stderr, "connect-probe: unknown mode %s\n", mode.c_str());
   return 2;
