@@ -128,6 +128,10 @@ phase() {
       printf -v "${prefix}_${way}_fps" '%s' "$(median ${fpss[$way]})"
     }
     printf -v "${prefix}_${way}_failed" '%s' "${failed[$way]}"
+    # The rounds themselves, so a reader can see the spread the medians hide.
+    local list
+    list=$(tr -s ' ' ',' <<<"${p50s[$way]# }")
+    printf -v "${prefix}_${way}_rounds" '%s' "[${list%,}]"
   done
 }
 
@@ -156,6 +160,9 @@ rate_ratio() { awk -v f="$1" -v t="$2" 'BEGIN { printf "%.2f", (f > 0) ? t / f :
     "$aratio" "$(rate_ratio "$a_floor_fps" "$a_tollgate_fps")"
   printf '"asked_phase":{"none_p50_us":%s,"nfq_floor_p50_us":%s,"none_flows_per_s":%s,"nfq_floor_flows_per_s":%s},' \
     "$a_none_p50" "$a_floor_p50" "$a_none_fps" "$a_floor_fps"
+  printf '"rounds_p50_us":{"none":%s,"floor":%s,"tollgate":%s,"asked_none":%s,"asked_floor":%s,"asked":%s},' \
+    "$d_none_rounds" "$d_floor_rounds" "$d_tollgate_rounds" "$a_none_rounds" "$a_floor_rounds" \
+    "$a_tollgate_rounds"
   printf '"failed":{"none":%s,"floor":%s,"tollgate":%s,"asked_none":%s,"asked_floor":%s,"asked":%s}}\n' \
     "$d_none_failed" "$d_floor_failed" "$d_tollgate_failed" "$a_none_failed" "$a_floor_failed" \
     "$a_tollgate_failed"
