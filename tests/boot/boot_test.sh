@@ -228,6 +228,10 @@ idle_exit_seconds = $idle_s
 log_level = "debug"
 [filter]
 fallback = "fail_open"
+# A daemon started on demand answers in 100-150 ms here, inside the default 200 ms, but not
+# always on a loaded machine (CI runs tests side by side): the checks are about who answers,
+# not how fast.
+question_deadline_ms = 3000
 EOF
 cat >"$root/etc/tollgate/rules.d/10-boot.toml" <<'EOF'
 [[rule]]
