@@ -17,12 +17,7 @@ for tool in dnsmasq curl openssl; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing; run ./scripts/bootstrap" >&2; exit 1; }
 done
 
-# ip netns exec bind-mounts /etc/netns/NS/* over /etc/*: curl in NS then resolves through our
-# dnsmasq only. Removed at exit, before the namespace.
-mkdir -p "/etc/netns/$NS"
-at_cleanup rm -rf "/etc/netns/$NS"
-printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n' >"/etc/netns/$NS/resolv.conf"
-printf '127.0.0.1 localhost\n' >"/etc/netns/$NS/hosts"
+netns_resolver  # curl in NS resolves through our dnsmasq only
 
 write_config
 cat >"$W/rules.d/10-names.toml" <<'TOML'
@@ -40,12 +35,8 @@ exe = "/usr/bin/curl"
 TOML
 
 echo "== servers: dnsmasq, openssl s_server (TLS), an HTTP responder"
-spawn /dev/null "$W/dnsmasq.log" ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv \
-  --no-hosts --bind-interfaces --listen-address=127.0.0.1 --port=53 --user=root \
-  --pid-file="$W/dnsmasq.pid" --log-facility=- \
-  --address=/allowed.test/127.0.0.10 --address=/blocked.test/127.0.0.11 \
+start_dnsmasq --address=/allowed.test/127.0.0.10 --address=/blocked.test/127.0.0.11 \
   --host-record=www.blocked.test,127.0.0.15 --cname=alias.allowed2.test,www.blocked.test
-must "dnsmasq listens on 127.0.0.1:53" wait_until 5000 _listening -u 53
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
   -subj /CN=tollgate-test -keyout "$W/key.pem" -out "$W/cert.pem" 2>"$W/openssl-req.log"

@@ -60,6 +60,25 @@ add_rule() {
   } >>"$W/rules.d/10-test.toml"
 }
 
+# netns_resolver: programs in NS resolve through 127.0.0.1 only (ip netns exec bind-mounts
+# /etc/netns/NS/* over /etc/*), with a hosts file that knows localhost alone. Removed at exit,
+# before the namespace.
+netns_resolver() {
+  mkdir -p "/etc/netns/$NS"
+  at_cleanup rm -rf "/etc/netns/$NS"
+  printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n' >"/etc/netns/$NS/resolv.conf"
+  printf '127.0.0.1 localhost\n' >"/etc/netns/$NS/hosts"
+}
+
+# start_dnsmasq [DNSMASQ_ARGS...]: dnsmasq answering on 127.0.0.1:53 in NS from its arguments
+# alone (no upstream, no hosts file); log in $W/dnsmasq.log.
+start_dnsmasq() {
+  spawn /dev/null "$W/dnsmasq.log" ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv \
+    --no-hosts --bind-interfaces --listen-address=127.0.0.1 --port=53 --user=root \
+    --pid-file="$W/dnsmasq.pid" --log-facility=- "$@"
+  must "dnsmasq listens on 127.0.0.1:53" wait_until 5000 _listening -u 53
+}
+
 # start_filter LOG [FLAGS...]: tollgate-filter in NS with $CONFIG; waits until it filters.
 # Sets FILTER_PID (the filter itself: ip netns exec execs it) and FILTER_LOG. The filter connects
 # at once (--connect-at-start), so a test can wait for its session before sending traffic; the

@@ -15,21 +15,12 @@ source "$(dirname "$0")/filter_lib.sh"
 for tool in dnsmasq getent; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing; run ./scripts/bootstrap" >&2; exit 1; }
 done
-# ip netns exec bind-mounts /etc/netns/NS/* over /etc/*: getent in NS resolves through our
-# dnsmasq only. Removed at exit, before the namespace.
-mkdir -p "/etc/netns/$NS"
-at_cleanup rm -rf "/etc/netns/$NS"
-printf 'nameserver 127.0.0.1\noptions timeout:2 attempts:1\n' >"/etc/netns/$NS/resolv.conf"
-printf '127.0.0.1 localhost\n' >"/etc/netns/$NS/hosts"
+netns_resolver  # getent in NS resolves through our dnsmasq only
 
 write_config
 printf '[filter]\nreuse_verdicts = true\n' >>"$CONFIG"
 add_rule reject-b-test reject tcp 'host="b.test"'
-spawn /dev/null "$W/dnsmasq.log" ip netns exec "$NS" dnsmasq --keep-in-foreground --no-resolv \
-  --no-hosts --bind-interfaces --listen-address=127.0.0.1 --port=53 --user=root \
-  --pid-file="$W/dnsmasq.pid" --log-facility=- \
-  --address=/a.test/127.0.0.5 --address=/b.test/127.0.0.5 --local-ttl=3600
-must "dnsmasq listens on 127.0.0.1:53" wait_until 5000 _listening -u 53
+start_dnsmasq --address=/a.test/127.0.0.5 --address=/b.test/127.0.0.5 --local-ttl=3600
 tcp_echo_server 8080
 start_daemon_by_hand "$W/tollgated.log" --log-level debug  # a line per decision
 start_filter "$W/filter.log" --fallback fail_closed --deadline-ms 2000
