@@ -165,14 +165,8 @@ void ChannelClient::Connect() {
   MessageBuilder hello;
   hello.AddHello(Hello{kProtocolMajor, kProtocolMinor, options_.role, options_.build});
   SendBytes(hello.Finish());
-  uint64_t when = ToUsec(Now() + options_.handshake_timeout);
-  if (handshake_source_ == nullptr) {
-    sd_event_add_time(loop_, &handshake_source_, CLOCK_MONOTONIC, when, 1000, OnHandshakeTimeout,
-                      this);
-  } else {
-    sd_event_source_set_time(handshake_source_, when);
-    sd_event_source_set_enabled(handshake_source_, SD_EVENT_ONESHOT);
-  }
+  ArmOneShot(loop_, &handshake_source_, Now() + options_.handshake_timeout, 1000,
+             OnHandshakeTimeout, this);
 }
 
 void ChannelClient::OnWelcome(const Welcome& w) {
@@ -256,14 +250,7 @@ void ChannelClient::CloseSocket() {
 void ChannelClient::ScheduleReconnect() {
   Duration delay = backoff_.Next();
   status_.reconnect_attempt = backoff_.attempt();
-  uint64_t when = ToUsec(Now() + delay);
-  if (reconnect_source_ == nullptr) {
-    sd_event_add_time(loop_, &reconnect_source_, CLOCK_MONOTONIC, when, 1000, OnReconnectTimer,
-                      this);
-  } else {
-    sd_event_source_set_time(reconnect_source_, when);
-    sd_event_source_set_enabled(reconnect_source_, SD_EVENT_ONESHOT);
-  }
+  ArmOneShot(loop_, &reconnect_source_, Now() + delay, 1000, OnReconnectTimer, this);
 }
 
 int ChannelClient::OnReconnectTimer(sd_event_source*, uint64_t, void* self) {
@@ -341,14 +328,8 @@ void ChannelClient::Decided(const FlowQuestion& question, Action action) {
       if (unsent_decided_.size() >= options_.max_batch) {
         SendDecided();
       } else if (unsent_decided_.size() == 1) {
-        const uint64_t when = ToUsec(Now() + options_.decided_delay);
-        if (decided_source_ == nullptr) {
-          sd_event_add_time(loop_, &decided_source_, CLOCK_MONOTONIC, when, 1000, OnDecidedTimer,
-                            this);
-        } else {
-          sd_event_source_set_time(decided_source_, when);
-        }
-        sd_event_source_set_enabled(decided_source_, SD_EVENT_ONESHOT);
+        ArmOneShot(loop_, &decided_source_, Now() + options_.decided_delay, 1000, OnDecidedTimer,
+                   this);
       }
       return;
     case ChannelState::kIdle:

@@ -543,13 +543,7 @@ bool ChannelServer::ListenBacklogHasClient() const {
 }
 
 void ChannelServer::ArmIdleTimer() {
-  uint64_t when = ToUsec(last_activity_ + options_.idle_exit);
-  if (idle_source_ == nullptr) {
-    sd_event_add_time(loop_, &idle_source_, CLOCK_MONOTONIC, when, 100'000, OnIdleTimer, this);
-  } else {
-    sd_event_source_set_time(idle_source_, when);
-    sd_event_source_set_enabled(idle_source_, SD_EVENT_ONESHOT);
-  }
+  ArmOneShot(loop_, &idle_source_, last_activity_ + options_.idle_exit, 100'000, OnIdleTimer, this);
 }
 
 int ChannelServer::OnIdleTimer(sd_event_source*, uint64_t, void* userdata) {

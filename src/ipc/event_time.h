@@ -16,6 +16,19 @@ inline MonoTime LoopNow(sd_event* loop) {
   return FromUsec(usec);
 }
 
+// Arms the one-shot timer `*source` for `when`: made on first use (a new time source is an enabled
+// one-shot), re-programmed after that.
+inline void ArmOneShot(sd_event* loop, sd_event_source** source, MonoTime when,
+                       uint64_t accuracy_usec, sd_event_time_handler_t handler, void* userdata) {
+  if (*source == nullptr) {
+    sd_event_add_time(loop, source, CLOCK_MONOTONIC, ToUsec(when), accuracy_usec, handler,
+                      userdata);
+    return;
+  }
+  sd_event_source_set_time(*source, ToUsec(when));
+  sd_event_source_set_enabled(*source, SD_EVENT_ONESHOT);
+}
+
 // Makes an existing one-shot timer fire no later than `when`. Re-programming a timer costs a
 // system call, so one that is already armed for `when` or earlier is left alone; if it then
 // finds nothing due, its handler simply arms it again for what is next.
