@@ -121,6 +121,14 @@ counter() {
   v=$(grep -oE "(^| )$1=[^ ]+" <<<"${2:-$COUNTERS}" | head -n 1 | cut -d= -f2)
   echo "${v:-missing}"
 }
+# since BEFORE NAME...: how much each counter NAME grew from the counters line BEFORE to the last
+# filter_counters, space-separated.
+since() {
+  local before=$1 name out=()
+  shift
+  for name in "$@"; do out+=("$(($(counter "$name") - $(counter "$name" "$before")))"); done
+  echo "${out[*]}"
+}
 # counter_at_least NAME MIN: takes fresh counters; for wait_until.
 counter_at_least() {
   filter_counters >/dev/null || return 1

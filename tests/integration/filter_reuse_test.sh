@@ -24,7 +24,6 @@ must "the filter is connected to the daemon" wait_filter_session 1
 
 filter_counters
 c0=$COUNTERS
-d() { echo $(($(counter "$1" "$COUNTERS") - $(counter "$1" "$c0"))); }
 outcomes=()
 for port in 8080 2323; do
   for _ in 1 2 3 4 5; do
@@ -37,11 +36,11 @@ check_eq "every 8080 connection echoed, every 2323 one refused" \
   "${outcomes[*]}"
 filter_counters
 check_eq "filter: 10 new flows, 2 asked and answered, 8 decided from kept verdicts" "10 2 8" \
-  "$(d questions) $(d answered) $(d reused)"
-check_eq "filter: no fallback, and 2 verdicts kept" "0 2" "$(d fallbacks) $(counter reuse_kept)"
+  "$(since "$c0" questions answered reused)"
+check_eq "filter: no fallback, and 2 verdicts kept" "0 2" "$(since "$c0" fallbacks) $(counter reuse_kept)"
 # The notices wait up to 20 ms for company (decided_delay), so the last may not have gone yet.
 check "filter: the 8 reused flows were reported to the daemon (within 2 s)" wait_until 2000 eval \
-  'filter_counters; [[ "$(d decided_sent) $(d decided_dropped)" == "8 0" ]]'
+  'filter_counters; [[ "$(since "$c0" decided_sent decided_dropped)" == "8 0" ]]'
 
 # The rules change: 8080 is rejected now.
 add_rule reject-8080 reject tcp port=8080
@@ -54,8 +53,7 @@ tcp_outcome 127.0.0.1 8080
 check_eq "after the change 8080 is refused" refused "$OUTCOME"
 filter_counters
 check_eq "that flow was asked again, not reused" "1 1 0" \
-  "$(($(counter questions) - $(counter questions "$c1"))) \
-$(($(counter answered) - $(counter answered "$c1"))) $(($(counter reused) - $(counter reused "$c1")))"
+  "$(since "$c1" questions answered reused)"
 
 # A rule that needs the process: the decision used more than the tuple, so nothing is kept.
 add_rule socat-2424 allow tcp port=2424 'exe="/usr/bin/socat"'
@@ -67,8 +65,7 @@ c2=$COUNTERS
 for _ in 1 2 3; do tcp_outcome 127.0.0.1 2424; done
 filter_counters
 check_eq "process-dependent decisions are never reused: 3 flows, 3 asked" "3 3 0" \
-  "$(($(counter questions) - $(counter questions "$c2"))) \
-$(($(counter answered) - $(counter answered "$c2"))) $(($(counter reused) - $(counter reused "$c2")))"
+  "$(since "$c2" questions answered reused)"
 
 stop_daemon "$DAEMON_PID" "$W/tollgated.log"
 check_eq "daemon: 8 flows decided by the filter, a Forget per rule change" "8 2" \
@@ -95,6 +92,5 @@ c3=$COUNTERS
 tcp_outcome 127.0.0.1 2323
 filter_counters
 check_eq "the next daemon allows 2323 (its rules), and the filter asked it" "echoed 1 1 0" \
-  "$OUTCOME $(($(counter questions) - $(counter questions "$c3"))) \
-$(($(counter answered) - $(counter answered "$c3"))) $(($(counter reused) - $(counter reused "$c3")))"
+  "$OUTCOME $(since "$c3" questions answered reused)"
 kill_filter TERM 5000
